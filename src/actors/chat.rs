@@ -1,0 +1,190 @@
+//! The operations both transports share — WebSocket frames and HTTP routes —
+//! each validated and authorized here once.
+
+use std::sync::Arc;
+
+use ractor::{ActorRef, rpc::CallResult};
+use uuid::Uuid;
+
+use super::NodeContext;
+use super::generations::{GenerationSpec, GenerationsMsg};
+use crate::engine::{ConversationInfo, Turn, TurnRequest};
+use crate::protocol::{
+    ApiError, ConversationDetail, ConversationSummary, MessageStatus, Role, SendRequest,
+};
+
+/// A handle on the node for one caller's requests. Cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    context: Arc<NodeContext>,
+    generations: ActorRef<GenerationsMsg>,
+}
+
+impl Chat {
+    pub fn new(context: Arc<NodeContext>, generations: ActorRef<GenerationsMsg>) -> Chat {
+        Chat {
+            context,
+            generations,
+        }
+    }
+
+    pub fn context(&self) -> &Arc<NodeContext> {
+        &self.context
+    }
+
+    /// The conversation, if `user` owns it.
+    pub async fn owned_conversation(
+        &self,
+        user: Uuid,
+        id: Uuid,
+    ) -> Result<ConversationInfo, ApiError> {
+        match self.context.engine.conversation(id).await {
+            Ok(Some(info)) if info.owner == user => Ok(info),
+            Ok(Some(_)) => Err(ApiError::forbidden("conversation")),
+            Ok(None) => Err(ApiError::not_found("conversation")),
+            Err(e) => Err(e.into_api("conversation")),
+        }
+    }
+
+    pub async fn list(&self, user: Uuid) -> Result<Vec<ConversationSummary>, ApiError> {
+        let list = self
+            .context
+            .engine
+            .list_conversations(user)
+            .await
+            .map_err(|e| e.into_api("conversation"))?;
+        Ok(list.into_iter().map(summary).collect())
+    }
+
+    pub async fn create(
+        &self,
+        user: Uuid,
+        title: Option<String>,
+    ) -> Result<ConversationDetail, ApiError> {
+        let info = self
+            .context
+            .engine
+            .create_conversation(user, title)
+            .await
+            .map_err(|e| e.into_api("conversation"))?;
+        self.detail(user, info.id).await
+    }
+
+    pub async fn detail(&self, user: Uuid, id: Uuid) -> Result<ConversationDetail, ApiError> {
+        self.owned_conversation(user, id).await?;
+        let snapshot = self
+            .context
+            .engine
+            .snapshot(id)
+            .await
+            .map_err(|e| e.into_api("conversation"))?;
+        Ok(ConversationDetail {
+            id,
+            title: snapshot.info.title,
+            epoch: snapshot.epoch.to_string(),
+            seq: snapshot.seq,
+            messages: snapshot.messages,
+        })
+    }
+
+    /// Starts a turn (or answers a resend) and its reply's generation.
+    pub async fn send(&self, user: Uuid, request: SendRequest) -> Result<Turn, ApiError> {
+        request.validate()?;
+        let model = request
+            .model
+            .clone()
+            .unwrap_or_else(|| self.context.providers.default_model().to_owned());
+        if self.context.providers.get(&model).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "unknown model {model:?}; GET /api/models lists them"
+            )));
+        }
+        let turn = self
+            .context
+            .engine
+            .start_turn(TurnRequest {
+                user,
+                conversation_id: request.conversation_id,
+                content: request.content,
+                model: model.clone(),
+                client_msg_id: request.client_msg_id,
+            })
+            .await
+            .map_err(|e| e.into_api("conversation"))?;
+        if turn.started {
+            metrics::counter!("chatstream_turns_total").increment(1);
+            self.generations
+                .cast(GenerationsMsg::Start(GenerationSpec {
+                    conversation_id: turn.ack.conversation_id,
+                    message_id: turn.ack.assistant_message_id,
+                    model,
+                }))
+                .map_err(|_| ApiError::unavailable("the node is stopping"))?;
+        }
+        Ok(turn)
+    }
+
+    /// Stops a streaming reply; its text so far is kept.
+    pub async fn cancel(&self, user: Uuid, message_id: Uuid) -> Result<(), ApiError> {
+        let info = match self.context.engine.message(message_id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Err(ApiError::not_found("message")),
+            Err(e) => return Err(e.into_api("message")),
+        };
+        if info.owner != user {
+            return Err(ApiError::forbidden("message"));
+        }
+        if info.role != Role::Assistant {
+            return Err(ApiError::conflict(
+                "only an assistant reply can be cancelled",
+            ));
+        }
+        if info.status != MessageStatus::Streaming {
+            return Err(ApiError::conflict("the reply is no longer streaming"));
+        }
+        let call = self.generations.call(
+            |reply| GenerationsMsg::Cancel {
+                conversation_id: info.conversation_id,
+                message_id,
+                reply,
+            },
+            None,
+        );
+        match call.await {
+            Ok(CallResult::Success(result)) => result,
+            _ => Err(ApiError::unavailable("the node is stopping")),
+        }
+    }
+
+    /// Deletes a conversation: its running reply stops, its subscribers are
+    /// unsubscribed, and its id is forgotten.
+    pub async fn delete(&self, user: Uuid, id: Uuid) -> Result<(), ApiError> {
+        self.owned_conversation(user, id).await?;
+        let engine = &self.context.engine;
+        let snapshot = engine
+            .snapshot(id)
+            .await
+            .map_err(|e| e.into_api("conversation"))?;
+        engine
+            .delete_conversation(id)
+            .await
+            .map_err(|e| e.into_api("conversation"))?;
+        for message in &snapshot.messages {
+            if message.status == MessageStatus::Streaming {
+                let _ = self.generations.cast(GenerationsMsg::Abort {
+                    message_id: message.id,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn summary(info: ConversationInfo) -> ConversationSummary {
+    ConversationSummary {
+        id: info.id,
+        title: info.title,
+        created_at: info.created_at,
+        updated_at: info.updated_at,
+    }
+}

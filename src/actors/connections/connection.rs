@@ -1,0 +1,376 @@
+//! One WebSocket connection: the user's identity, their subscriptions, the
+//! heartbeat and the rate limit, and the outgoing side of the socket.
+//!
+//! The socket's read loop (in `http/ws.rs`) casts every incoming text frame
+//! here; frames go out through the `Outbox`. Each subscription carries a token,
+//! and a delivered frame whose token is not the current one for its
+//! conversation is dropped: after `unsubscribed`, nothing of that
+//! subscription can slip out.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::outbox::{Outbox, OutboxError};
+use crate::actors::chat::Chat;
+use crate::actors::conversations::ConversationsMsg;
+use crate::actors::conversations::conversation::{JoinError, JoinMode, Subscriber};
+use crate::actors::{Frame, NodeContext};
+use crate::protocol::{
+    Ack, ApiError, ClientFrame, ClientRequest, ErrorCode, PROTOCOL_VERSION, ServerFrame, Since,
+    close_code,
+};
+
+/// How often a join is retried when it meets a Conversation that is stopping.
+const JOIN_ATTEMPTS: usize = 5;
+
+pub enum ConnectionMsg {
+    /// A text frame from the client.
+    Text(String),
+    /// A binary frame from the client (not part of the protocol).
+    Binary,
+    /// Any sign of life below the protocol (a WebSocket ping or pong).
+    Activity,
+    /// A frame of a followed conversation.
+    Deliver {
+        conversation_id: Uuid,
+        token: u64,
+        frame: Frame,
+    },
+    /// The conversation was deleted.
+    Unsubscribed { conversation_id: Uuid, token: u64 },
+    /// Time to check the heartbeat.
+    HeartbeatCheck,
+    /// Close the socket with this code and stop (the node is stopping, or
+    /// the read loop saw a protocol violation).
+    Close { code: u16, reason: String },
+    /// The socket is gone.
+    ClientGone,
+}
+
+pub struct ConnectionArgs {
+    pub connection_id: Uuid,
+    pub user_id: Uuid,
+    pub outbox: Outbox,
+    pub chat: Chat,
+    pub conversations: ActorRef<ConversationsMsg>,
+}
+
+pub struct Connection;
+
+pub struct ConnectionState {
+    connection_id: Uuid,
+    user_id: Uuid,
+    outbox: Outbox,
+    chat: Chat,
+    conversations: ActorRef<ConversationsMsg>,
+    context: Arc<NodeContext>,
+    /// conversation id → the token of the current subscription.
+    subscriptions: HashMap<Uuid, u64>,
+    next_token: u64,
+    last_seen: Instant,
+    limiter: DefaultDirectRateLimiter,
+    heartbeat: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+impl Actor for Connection {
+    type Msg = ConnectionMsg;
+    type State = ConnectionState;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        args: ConnectionArgs,
+    ) -> Result<ConnectionState, ActorProcessingErr> {
+        let context = args.chat.context().clone();
+        let settings = &context.settings;
+        let per_second = NonZeroU32::new(settings.frames_per_second.max(1)).expect("at least 1");
+        let burst = per_second.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
+        let limiter = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
+        let check_every = (settings.heartbeat() / 2).max(Duration::from_millis(10));
+        let heartbeat = Some(myself.send_interval(check_every, || ConnectionMsg::HeartbeatCheck));
+        let state = ConnectionState {
+            connection_id: args.connection_id,
+            user_id: args.user_id,
+            outbox: args.outbox,
+            chat: args.chat,
+            conversations: args.conversations,
+            subscriptions: HashMap::new(),
+            next_token: 0,
+            last_seen: Instant::now(),
+            limiter,
+            heartbeat,
+            closed: false,
+            context,
+        };
+        state.send(&ServerFrame::Welcome {
+            node_id: state.context.node_id.clone(),
+            connection_id: state.connection_id,
+            user_id: state.user_id,
+            protocol: PROTOCOL_VERSION,
+            heartbeat_ms: state.context.settings.heartbeat_ms,
+        });
+        metrics::gauge!("chatstream_connections").increment(1);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<ConnectionMsg>,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(heartbeat) = state.heartbeat.take() {
+            heartbeat.abort();
+        }
+        for conversation_id in state.subscriptions.keys() {
+            let _ = state.conversations.cast(ConversationsMsg::Leave {
+                conversation_id: *conversation_id,
+                connection_id: state.connection_id,
+            });
+        }
+        state
+            .outbox
+            .close(close_code::GOING_AWAY, "connection closed");
+        metrics::gauge!("chatstream_connections").decrement(1);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        message: ConnectionMsg,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.closed {
+            return Ok(());
+        }
+        match message {
+            ConnectionMsg::Text(text) => {
+                state.last_seen = Instant::now();
+                if state.limiter.check().is_err() {
+                    let id = ClientFrame::parse(&text).ok().and_then(|f| f.id);
+                    state.send_error(
+                        id,
+                        ApiError::new(ErrorCode::RateLimited, "too many frames, slow down"),
+                    );
+                } else {
+                    match ClientFrame::parse(&text) {
+                        Ok(frame) => state.request(&myself, frame).await,
+                        Err(e) => state.send_error(e.id, e.error),
+                    }
+                }
+            }
+            ConnectionMsg::Binary => {
+                state.last_seen = Instant::now();
+                state.send_error(
+                    None,
+                    ApiError::bad_request("binary frames are not supported"),
+                );
+            }
+            ConnectionMsg::Activity => state.last_seen = Instant::now(),
+            ConnectionMsg::Deliver {
+                conversation_id,
+                token,
+                frame,
+            } => {
+                if state.subscriptions.get(&conversation_id) == Some(&token) {
+                    state.push(frame);
+                }
+            }
+            ConnectionMsg::Unsubscribed {
+                conversation_id,
+                token,
+            } => {
+                if state.subscriptions.get(&conversation_id) == Some(&token) {
+                    state.subscriptions.remove(&conversation_id);
+                    state.send(&ServerFrame::Unsubscribed {
+                        id: None,
+                        conversation_id,
+                    });
+                }
+            }
+            ConnectionMsg::HeartbeatCheck => {
+                if state.last_seen.elapsed() > state.context.settings.heartbeat() * 2 {
+                    state.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                }
+            }
+            ConnectionMsg::Close { code, reason } => state.close(code, &reason),
+            ConnectionMsg::ClientGone => state.closed = true,
+        }
+        if state.closed || state.outbox.is_closed() {
+            state.closed = true;
+            myself.stop(None);
+        }
+        Ok(())
+    }
+}
+
+impl ConnectionState {
+    async fn request(&mut self, myself: &ActorRef<ConnectionMsg>, frame: ClientFrame) {
+        let ClientFrame { id, request } = frame;
+        let user = self.user_id;
+        match request {
+            ClientRequest::Ping => self.send(&ServerFrame::Pong { id }),
+            ClientRequest::Subscribe {
+                conversation_id,
+                since,
+            } => {
+                if let Err(error) = self
+                    .subscribe(myself, conversation_id, since, id.clone())
+                    .await
+                {
+                    self.send_error(id, error);
+                }
+            }
+            ClientRequest::Unsubscribe { conversation_id } => {
+                if self.subscriptions.remove(&conversation_id).is_some() {
+                    let _ = self.conversations.cast(ConversationsMsg::Leave {
+                        conversation_id,
+                        connection_id: self.connection_id,
+                    });
+                }
+                self.send(&ServerFrame::Unsubscribed {
+                    id,
+                    conversation_id,
+                });
+            }
+            ClientRequest::Send(send) => match self.chat.send(user, send).await {
+                Ok(turn) => {
+                    let conversation_id = turn.ack.conversation_id;
+                    if !self.subscriptions.contains_key(&conversation_id) {
+                        let mode = JoinMode::After {
+                            epoch: turn.epoch.clone(),
+                            after_seq: turn.user_seq - 1,
+                        };
+                        if let Err(error) = self.join(myself, conversation_id, mode).await {
+                            tracing::warn!(%conversation_id, %error.message, "sender not subscribed");
+                        }
+                    }
+                    self.send(&ServerFrame::Ack {
+                        id,
+                        ack: Ack::Sent(turn.ack),
+                    });
+                }
+                Err(error) => self.send_error(id, error),
+            },
+            ClientRequest::Cancel { message_id } => {
+                match self.chat.cancel(user, message_id).await {
+                    Ok(()) => self.send(&ServerFrame::Ack {
+                        id,
+                        ack: Ack::Cancelled { message_id },
+                    }),
+                    Err(error) => self.send_error(id, error),
+                }
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        myself: &ActorRef<ConnectionMsg>,
+        conversation_id: Uuid,
+        since: Option<Since>,
+        frame_id: Option<String>,
+    ) -> Result<(), ApiError> {
+        self.chat
+            .owned_conversation(self.user_id, conversation_id)
+            .await?;
+        if !self.subscriptions.contains_key(&conversation_id)
+            && self.subscriptions.len() >= self.context.settings.max_subscriptions
+        {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "a connection may follow at most {} conversations",
+                    self.context.settings.max_subscriptions
+                ),
+            ));
+        }
+        self.join(
+            myself,
+            conversation_id,
+            JoinMode::Subscribe { since, frame_id },
+        )
+        .await
+    }
+
+    /// Starts a new subscription (replacing any previous one) and has the
+    /// Conversation deliver its first frames.
+    async fn join(
+        &mut self,
+        myself: &ActorRef<ConnectionMsg>,
+        conversation_id: Uuid,
+        mode: JoinMode,
+    ) -> Result<(), ApiError> {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.subscriptions.insert(conversation_id, token);
+        for _ in 0..JOIN_ATTEMPTS {
+            let subscriber = Subscriber {
+                connection: myself.clone(),
+                connection_id: self.connection_id,
+                token,
+            };
+            let mode = mode.clone();
+            let call = self.conversations.call(
+                |reply| ConversationsMsg::Join {
+                    conversation_id,
+                    subscriber,
+                    mode,
+                    reply,
+                },
+                None,
+            );
+            match call.await {
+                Ok(CallResult::Success(Ok(()))) => return Ok(()),
+                Ok(CallResult::Success(Err(JoinError::Failed(error)))) => {
+                    self.subscriptions.remove(&conversation_id);
+                    return Err(error);
+                }
+                // The Conversation was stopping; the supervisor spawns another.
+                Ok(CallResult::Success(Err(JoinError::Retry))) | Ok(CallResult::SenderError) => {
+                    continue;
+                }
+                Ok(CallResult::Timeout) | Err(_) => break,
+            }
+        }
+        self.subscriptions.remove(&conversation_id);
+        Err(ApiError::unavailable(
+            "could not follow the conversation, retry",
+        ))
+    }
+
+    fn send(&self, frame: &ServerFrame) {
+        self.push(Frame::from(frame.to_text()));
+    }
+
+    fn send_error(&self, id: Option<String>, error: ApiError) {
+        self.send(&ServerFrame::error(id, error));
+    }
+
+    fn push(&self, frame: Frame) {
+        match self.outbox.push(frame) {
+            Ok(()) => metrics::counter!("chatstream_frames_sent_total").increment(1),
+            Err(OutboxError::Full) => {
+                metrics::counter!("chatstream_slow_clients_total").increment(1);
+                self.outbox
+                    .close(close_code::TOO_SLOW, "client reads too slowly");
+            }
+            Err(OutboxError::Closed) => {}
+        }
+    }
+
+    fn close(&mut self, code: u16, reason: &str) {
+        self.outbox.close(code, reason);
+        self.closed = true;
+    }
+}

@@ -1,0 +1,464 @@
+//! One conversation with local subscribers: merges the log with live events by
+//! seq and fans each event out to its Connections.
+//!
+//! `head` is the last seq fanned out; every subscriber has received every event
+//! up to it, each exactly once, in order. A live event at or below `head` is a
+//! duplicate and dropped; one beyond `head + 1` reveals a gap, which is filled
+//! from the log before anything newer goes out. A joining subscriber gets its
+//! backlog from one log read that also advances everyone else, so a join never
+//! opens a window in which an event is missed (the seed's lost "chunk 7").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use uuid::Uuid;
+
+use super::ConversationsMsg;
+use crate::actors::connections::connection::ConnectionMsg;
+use crate::actors::registry::RegistryMsg;
+use crate::actors::{Frame, NodeContext};
+use crate::engine::{EngineError, History};
+use crate::protocol::{ApiError, LogEntry, ServerFrame, Since};
+
+/// A Connection following this conversation.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub connection: ActorRef<ConnectionMsg>,
+    pub connection_id: Uuid,
+    /// Names this subscription, so the Connection can drop frames of one it
+    /// has since left.
+    pub token: u64,
+}
+
+/// How a subscriber starts following.
+#[derive(Debug, Clone)]
+pub enum JoinMode {
+    /// An explicit `subscribe`: answered with `subscribed`, then the missed
+    /// events or a snapshot.
+    Subscribe {
+        since: Option<Since>,
+        frame_id: Option<String>,
+    },
+    /// The sender of a `send`: every event after `after_seq` of `epoch`,
+    /// without a `subscribed` frame.
+    After { epoch: Arc<str>, after_seq: u64 },
+}
+
+/// Why a join did not take.
+#[derive(Debug, Clone)]
+pub enum JoinError {
+    /// The actor is stopping: ask the supervisor again.
+    Retry,
+    Failed(ApiError),
+}
+
+pub enum ConversationMsg {
+    Join {
+        subscriber: Subscriber,
+        mode: JoinMode,
+        reply: RpcReplyPort<Result<(), JoinError>>,
+    },
+    Leave {
+        connection_id: Uuid,
+    },
+    /// An event published on the bus.
+    Live {
+        epoch: Arc<str>,
+        entry: Arc<LogEntry>,
+    },
+    /// Live delivery may have missed events: read the log after `head`.
+    CatchUp,
+    /// The conversation was deleted: unsubscribe everyone and stop.
+    Deleted,
+}
+
+pub struct ConversationArgs {
+    pub conversation_id: Uuid,
+    pub context: Arc<NodeContext>,
+    pub registry: ActorRef<RegistryMsg>,
+    pub supervisor: ActorRef<ConversationsMsg>,
+}
+
+pub struct Conversation;
+
+pub struct ConversationState {
+    conversation_id: Uuid,
+    context: Arc<NodeContext>,
+    registry: ActorRef<RegistryMsg>,
+    supervisor: ActorRef<ConversationsMsg>,
+    epoch: Arc<str>,
+    head: u64,
+    subscribers: HashMap<Uuid, Subscriber>,
+    /// Set once this actor asked to be stopped; joins then go elsewhere.
+    closing: bool,
+}
+
+impl Actor for Conversation {
+    type Msg = ConversationMsg;
+    type State = ConversationState;
+    type Arguments = ConversationArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConversationMsg>,
+        args: ConversationArgs,
+    ) -> Result<ConversationState, ActorProcessingErr> {
+        let conversation_id = args.conversation_id;
+        ractor::call!(args.registry, |reply| RegistryMsg::Register {
+            conversation_id,
+            actor: myself.clone(),
+            reply,
+        })??;
+        // Registered first, read second: anything appended from here on is
+        // either in this read or arrives live.
+        let position = args.context.engine.read(conversation_id, u64::MAX).await?;
+        Ok(ConversationState {
+            conversation_id,
+            context: args.context,
+            registry: args.registry,
+            supervisor: args.supervisor,
+            epoch: position.epoch,
+            head: position.head,
+            subscribers: HashMap::new(),
+            closing: false,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<ConversationMsg>,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state.registry.cast(RegistryMsg::Unregister {
+            conversation_id: state.conversation_id,
+            actor: myself.get_id(),
+        });
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConversationMsg>,
+        message: ConversationMsg,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConversationMsg::Join {
+                subscriber,
+                mode,
+                reply,
+            } => {
+                if state.closing {
+                    let _ = reply.send(Err(JoinError::Retry));
+                    return Ok(());
+                }
+                let result = state
+                    .join(subscriber, mode)
+                    .await
+                    .map_err(JoinError::Failed);
+                let _ = reply.send(result);
+            }
+            ConversationMsg::Leave { connection_id } => {
+                state.subscribers.remove(&connection_id);
+            }
+            ConversationMsg::Live { epoch, entry } => state.live(epoch, entry).await,
+            ConversationMsg::CatchUp => state.catch_up().await,
+            ConversationMsg::Deleted => {
+                for subscriber in state.subscribers.values() {
+                    let _ = subscriber.connection.cast(ConnectionMsg::Unsubscribed {
+                        conversation_id: state.conversation_id,
+                        token: subscriber.token,
+                    });
+                }
+                state.subscribers.clear();
+            }
+        }
+        if state.subscribers.is_empty() && !state.closing {
+            state.closing = true;
+            let _ = state.supervisor.cast(ConversationsMsg::Idle {
+                conversation_id: state.conversation_id,
+                actor: myself.get_id(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ConversationState {
+    async fn join(&mut self, subscriber: Subscriber, mode: JoinMode) -> Result<(), ApiError> {
+        self.subscribers.remove(&subscriber.connection_id);
+        // A second pass only happens when the first found a new epoch.
+        for _ in 0..2 {
+            let (resume_from, frame_id) = match &mode {
+                JoinMode::Subscribe { since, frame_id } => (
+                    since
+                        .as_ref()
+                        .filter(|s| *s.epoch == *self.epoch)
+                        .map(|s| s.seq),
+                    Some(frame_id.clone()),
+                ),
+                JoinMode::After { epoch, after_seq } => {
+                    ((**epoch == *self.epoch).then_some(*after_seq), None)
+                }
+            };
+            let read_from = resume_from.map_or(self.head, |seq| seq.min(self.head));
+            let history = self
+                .context
+                .engine
+                .read(self.conversation_id, read_from)
+                .await
+                .map_err(|e| e.into_api("conversation"))?;
+            if !self.accept_epoch(&history).await {
+                continue;
+            }
+            let recovered = match history.entries {
+                Some(entries) => {
+                    self.advance(&entries);
+                    resume_from
+                        .filter(|seq| *seq <= history.head)
+                        .map(|after| (after, entries))
+                }
+                // Our own position is no longer kept: everyone starts over.
+                None if read_from == self.head => {
+                    self.resync_all().await;
+                    None
+                }
+                // Only the requested range is gone: a snapshot answers it.
+                None => None,
+            };
+            match (recovered, frame_id) {
+                (Some((after, entries)), frame_id) => {
+                    if let Some(id) = frame_id {
+                        self.send_to(
+                            &subscriber,
+                            &ServerFrame::Subscribed {
+                                id,
+                                conversation_id: self.conversation_id,
+                                epoch: self.epoch.to_string(),
+                                seq: self.head,
+                                recovered: true,
+                            },
+                        );
+                    }
+                    self.replay(&subscriber, &entries, after);
+                }
+                (None, frame_id) => self.send_snapshot(&subscriber, frame_id.flatten()).await?,
+            }
+            self.subscribers
+                .insert(subscriber.connection_id, subscriber);
+            return Ok(());
+        }
+        Err(ApiError::unavailable(
+            "the conversation's log is being rebuilt, retry",
+        ))
+    }
+
+    /// Sends `subscribed` (not recovered) and a snapshot, then the events
+    /// after it, leaving the subscriber at `head`.
+    async fn send_snapshot(
+        &mut self,
+        subscriber: &Subscriber,
+        frame_id: Option<String>,
+    ) -> Result<(), ApiError> {
+        let engine = self.context.engine.clone();
+        let snapshot = engine
+            .snapshot(self.conversation_id)
+            .await
+            .map_err(|e| e.into_api("conversation"))?;
+        if *snapshot.epoch != *self.epoch {
+            return Err(ApiError::unavailable(
+                "the conversation's log is being rebuilt, retry",
+            ));
+        }
+        if snapshot.seq > self.head {
+            let history = engine
+                .read(self.conversation_id, self.head)
+                .await
+                .map_err(|e| e.into_api("conversation"))?;
+            match history.entries {
+                Some(entries) if *history.epoch == *self.epoch => self.advance(&entries),
+                _ => {
+                    return Err(ApiError::unavailable(
+                        "the conversation's log moved on, retry",
+                    ));
+                }
+            }
+        }
+        self.send_to(
+            subscriber,
+            &ServerFrame::Subscribed {
+                id: frame_id,
+                conversation_id: self.conversation_id,
+                epoch: self.epoch.to_string(),
+                seq: snapshot.seq,
+                recovered: false,
+            },
+        );
+        self.send_to(
+            subscriber,
+            &ServerFrame::Snapshot {
+                conversation_id: self.conversation_id,
+                epoch: self.epoch.to_string(),
+                seq: snapshot.seq,
+                messages: snapshot.messages,
+            },
+        );
+        if self.head > snapshot.seq {
+            let history = engine
+                .read(self.conversation_id, snapshot.seq)
+                .await
+                .map_err(|e| e.into_api("conversation"))?;
+            let entries = history.entries.unwrap_or_default();
+            for entry in entries.iter().filter(|e| e.seq <= self.head) {
+                self.send_frame(subscriber, self.frame_of(entry));
+            }
+        }
+        Ok(())
+    }
+
+    async fn live(&mut self, epoch: Arc<str>, entry: Arc<LogEntry>) {
+        if *epoch != *self.epoch {
+            self.resync_all().await;
+            return;
+        }
+        if entry.seq <= self.head {
+            return;
+        }
+        if entry.seq == self.head + 1 {
+            self.advance(std::slice::from_ref(&entry));
+        } else {
+            self.catch_up().await;
+        }
+    }
+
+    async fn catch_up(&mut self) {
+        match self
+            .context
+            .engine
+            .read(self.conversation_id, self.head)
+            .await
+        {
+            Ok(history) => {
+                if !self.accept_epoch(&history).await {
+                    return;
+                }
+                match history.entries {
+                    Some(entries) => self.advance(&entries),
+                    None => self.resync_all().await,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(conversation_id = %self.conversation_id, %error, "catch-up read failed")
+            }
+        }
+    }
+
+    /// Checks a read's epoch; a new epoch means the log was lost and rebuilt,
+    /// and every subscriber starts over from a snapshot of it.
+    async fn accept_epoch(&mut self, history: &History) -> bool {
+        if *history.epoch == *self.epoch {
+            return true;
+        }
+        self.resync_all().await;
+        false
+    }
+
+    /// Starts every subscriber over from a snapshot of the current log.
+    async fn resync_all(&mut self) {
+        let snapshot = match self.context.engine.snapshot(self.conversation_id).await {
+            Ok(snapshot) => snapshot,
+            Err(EngineError::NotFound) => {
+                for subscriber in self.subscribers.values() {
+                    let _ = subscriber.connection.cast(ConnectionMsg::Unsubscribed {
+                        conversation_id: self.conversation_id,
+                        token: subscriber.token,
+                    });
+                }
+                self.subscribers.clear();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(conversation_id = %self.conversation_id, %error, "resync failed");
+                return;
+            }
+        };
+        self.epoch = snapshot.epoch.clone();
+        self.head = snapshot.seq;
+        let subscribed = |conversation_id| ServerFrame::Subscribed {
+            id: None,
+            conversation_id,
+            epoch: snapshot.epoch.to_string(),
+            seq: snapshot.seq,
+            recovered: false,
+        };
+        let subscribed = Frame::from(subscribed(self.conversation_id).to_text());
+        let snapshot_frame = Frame::from(
+            ServerFrame::Snapshot {
+                conversation_id: self.conversation_id,
+                epoch: snapshot.epoch.to_string(),
+                seq: snapshot.seq,
+                messages: snapshot.messages,
+            }
+            .to_text(),
+        );
+        let subscribers: Vec<_> = self.subscribers.values().cloned().collect();
+        for subscriber in subscribers {
+            self.send_frame(&subscriber, subscribed.clone());
+            self.send_frame(&subscriber, snapshot_frame.clone());
+        }
+    }
+
+    /// Fans out every entry right after `head`, in order; entries at or
+    /// below it were already delivered.
+    fn advance(&mut self, entries: &[Arc<LogEntry>]) {
+        for entry in entries {
+            if entry.seq != self.head + 1 {
+                continue;
+            }
+            self.head = entry.seq;
+            let frame = self.frame_of(entry);
+            let mut gone = Vec::new();
+            for subscriber in self.subscribers.values() {
+                if !self.send_frame(subscriber, frame.clone()) {
+                    gone.push(subscriber.connection_id);
+                }
+            }
+            for connection_id in gone {
+                self.subscribers.remove(&connection_id);
+            }
+            metrics::counter!("chatstream_events_fanned_out_total")
+                .increment(self.subscribers.len() as u64);
+        }
+    }
+
+    /// Sends a new subscriber the entries after `after`, up to `head`.
+    fn replay(&self, subscriber: &Subscriber, entries: &[Arc<LogEntry>], after: u64) {
+        for entry in entries
+            .iter()
+            .filter(|e| e.seq > after && e.seq <= self.head)
+        {
+            self.send_frame(subscriber, self.frame_of(entry));
+        }
+    }
+
+    fn frame_of(&self, entry: &LogEntry) -> Frame {
+        Frame::from(ServerFrame::event(self.conversation_id, &self.epoch, entry).to_text())
+    }
+
+    fn send_to(&self, subscriber: &Subscriber, frame: &ServerFrame) {
+        self.send_frame(subscriber, Frame::from(frame.to_text()));
+    }
+
+    /// Whether the subscriber's Connection is still alive.
+    fn send_frame(&self, subscriber: &Subscriber, frame: Frame) -> bool {
+        subscriber
+            .connection
+            .cast(ConnectionMsg::Deliver {
+                conversation_id: self.conversation_id,
+                token: subscriber.token,
+                frame,
+            })
+            .is_ok()
+    }
+}

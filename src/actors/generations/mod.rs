@@ -1,0 +1,248 @@
+//! The Generations supervisor: one Generation actor per in-flight reply, with
+//! a restart policy.
+//!
+//! A Generation that fails (its provider broke off, the log store was
+//! unreachable) is restarted after a backoff that doubles each time, up to
+//! `GENERATION_MAX_RESTARTS`; the new attempt continues from the text already
+//! published. After the last one the reply ends `failed` with its text kept.
+//! A cancelled or finished Generation terminates instead of failing and is
+//! never restarted.
+
+pub mod generation;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use uuid::Uuid;
+
+use super::NodeContext;
+use super::directory::ActorKind;
+use crate::engine::EngineError;
+use crate::protocol::{ApiError, Event};
+use generation::{Generation, GenerationArgs, GenerationMsg};
+
+/// Which reply to generate, with which model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationSpec {
+    pub conversation_id: Uuid,
+    pub message_id: Uuid,
+    pub model: String,
+}
+
+pub enum GenerationsMsg {
+    Start(GenerationSpec),
+    /// Stop the reply and record `cancelled`, wherever its generation is.
+    Cancel {
+        conversation_id: Uuid,
+        message_id: Uuid,
+        reply: RpcReplyPort<Result<(), ApiError>>,
+    },
+    /// Stop the reply's generation without recording anything (its
+    /// conversation was deleted).
+    Abort {
+        message_id: Uuid,
+    },
+    /// A backoff ended: start the next attempt.
+    Restart {
+        message_id: Uuid,
+    },
+    /// The message ids of the replies generated here.
+    Running(RpcReplyPort<Vec<Uuid>>),
+}
+
+pub struct Generations;
+
+struct Attempt {
+    spec: GenerationSpec,
+    /// Restarts so far.
+    restarts: u32,
+    /// The running actor; `None` while waiting out a backoff.
+    actor: Option<ActorRef<GenerationMsg>>,
+}
+
+pub struct GenerationsState {
+    context: Arc<NodeContext>,
+    replies: HashMap<Uuid, Attempt>,
+}
+
+impl Actor for Generations {
+    type Msg = GenerationsMsg;
+    type State = GenerationsState;
+    type Arguments = Arc<NodeContext>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<GenerationsMsg>,
+        context: Arc<NodeContext>,
+    ) -> Result<GenerationsState, ActorProcessingErr> {
+        Ok(GenerationsState {
+            context,
+            replies: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<GenerationsMsg>,
+        message: GenerationsMsg,
+        state: &mut GenerationsState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            GenerationsMsg::Start(spec) => {
+                let message_id = spec.message_id;
+                if state.replies.contains_key(&message_id) {
+                    return Ok(());
+                }
+                state.replies.insert(
+                    message_id,
+                    Attempt {
+                        spec,
+                        restarts: 0,
+                        actor: None,
+                    },
+                );
+                state.spawn(&myself, message_id).await;
+            }
+            GenerationsMsg::Restart { message_id } => state.spawn(&myself, message_id).await,
+            GenerationsMsg::Cancel {
+                conversation_id,
+                message_id,
+                reply,
+            } => match state.replies.get(&message_id).and_then(|a| a.actor.clone()) {
+                // The Generation flushes its text, records `cancelled` and answers.
+                Some(actor) => {
+                    if let Err(e) = actor.cast(GenerationMsg::Cancel(reply)) {
+                        if let ractor::MessagingErr::SendErr(GenerationMsg::Cancel(reply)) = e {
+                            let result = state.record_cancel(conversation_id, message_id).await;
+                            let _ = reply.send(result);
+                        }
+                    }
+                }
+                // Not running here (or between attempts): record it directly;
+                // a Generation that appends later finds the reply ended.
+                None => {
+                    state.replies.remove(&message_id);
+                    let result = state.record_cancel(conversation_id, message_id).await;
+                    let _ = reply.send(result);
+                }
+            },
+            GenerationsMsg::Abort { message_id } => {
+                if let Some(attempt) = state.replies.remove(&message_id)
+                    && let Some(actor) = attempt.actor
+                {
+                    actor.stop(Some("aborted".into()));
+                }
+            }
+            GenerationsMsg::Running(reply) => {
+                let _ = reply.send(state.replies.keys().copied().collect());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<GenerationsMsg>,
+        event: SupervisionEvent,
+        state: &mut GenerationsState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.context.directory.remove(&cell);
+                if let Some(message_id) = state.message_of(&cell) {
+                    state.replies.remove(&message_id);
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, error) => {
+                state.context.directory.remove(&cell);
+                if let Some(message_id) = state.message_of(&cell) {
+                    state.failed(&myself, message_id, error.to_string()).await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl GenerationsState {
+    fn message_of(&self, cell: &ActorCell) -> Option<Uuid> {
+        self.replies
+            .iter()
+            .find(|(_, a)| {
+                a.actor
+                    .as_ref()
+                    .is_some_and(|actor| actor.get_id() == cell.get_id())
+            })
+            .map(|(id, _)| *id)
+    }
+
+    async fn spawn(&mut self, myself: &ActorRef<GenerationsMsg>, message_id: Uuid) {
+        let Some(attempt) = self.replies.get(&message_id) else {
+            return;
+        };
+        let args = GenerationArgs {
+            spec: attempt.spec.clone(),
+            context: self.context.clone(),
+        };
+        match Actor::spawn_linked(None, Generation, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.context.directory.add(
+                    &actor.get_cell(),
+                    ActorKind::Generation,
+                    message_id,
+                    Some(&myself.get_cell()),
+                );
+                metrics::counter!("chatstream_generations_started_total").increment(1);
+                if let Some(attempt) = self.replies.get_mut(&message_id) {
+                    attempt.actor = Some(actor);
+                }
+            }
+            Err(error) => self.failed(myself, message_id, error.to_string()).await,
+        }
+    }
+
+    /// An attempt failed: restart after a backoff, or give up and record
+    /// `failed` with the text kept.
+    async fn failed(&mut self, myself: &ActorRef<GenerationsMsg>, message_id: Uuid, error: String) {
+        let max_restarts = self.context.settings.generation_max_restarts;
+        let Some(attempt) = self.replies.get_mut(&message_id) else {
+            return;
+        };
+        attempt.actor = None;
+        if attempt.restarts < max_restarts {
+            let delay = self.context.settings.generation_backoff(attempt.restarts);
+            attempt.restarts += 1;
+            tracing::warn!(%message_id, %error, restart = attempt.restarts, ?delay, "generation failed, restarting");
+            metrics::counter!("chatstream_generation_restarts_total").increment(1);
+            myself.send_after(delay, move || GenerationsMsg::Restart { message_id });
+            return;
+        }
+        let conversation_id = attempt.spec.conversation_id;
+        self.replies.remove(&message_id);
+        tracing::error!(%message_id, %error, "generation failed for good");
+        let event = Event::Failed {
+            message_id,
+            error: format!("the reply could not be completed: {error}"),
+        };
+        if let Err(error) = self.context.engine.append(conversation_id, event).await {
+            tracing::error!(%message_id, %error, "could not record the failure");
+        }
+    }
+
+    async fn record_cancel(&self, conversation_id: Uuid, message_id: Uuid) -> Result<(), ApiError> {
+        match self
+            .context
+            .engine
+            .append(conversation_id, Event::Cancelled { message_id })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(EngineError::Conflict(_) | EngineError::NotFound) => {
+                Err(ApiError::conflict("the reply is no longer streaming"))
+            }
+            Err(other) => Err(other.into_api("message")),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The actor tree of one node.
+//!
+//! ```text
+//! NodeSupervisor                     supervisor.rs
+//! ├── Registry                       registry.rs
+//! ├── Connections                    connections/mod.rs
+//! │   └── Connection{connection_id}  connections/connection.rs
+//! ├── Conversations                  conversations/mod.rs
+//! │   └── Conversation{id}           conversations/conversation.rs
+//! └── Generations                    generations/mod.rs
+//!     └── Generation{message_id}     generations/generation.rs
+//! ```
+//!
+//! Actors are spawned only by their supervisors, on the main runtime. The
+//! operations every transport shares (send, cancel, delete) are in `chat.rs`.
+
+pub mod chat;
+pub mod connections;
+pub mod conversations;
+pub mod directory;
+pub mod generations;
+pub mod registry;
+pub mod supervisor;
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::providers::Providers;
+use directory::ActorDirectory;
+
+/// What every actor of a node shares.
+pub struct NodeContext {
+    pub node_id: String,
+    pub settings: Settings,
+    pub engine: Arc<dyn Engine>,
+    pub providers: Providers,
+    pub directory: ActorDirectory,
+}
+
+/// A frame serialized once and shared by every socket it goes to.
+pub type Frame = bytestring::ByteString;

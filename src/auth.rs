@@ -1,0 +1,128 @@
+//! Guest identities: HS256 JWTs signed with the cluster's shared secret, so
+//! that every node accepts every other node's tokens.
+
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::protocol::{ApiError, ErrorCode};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: Uuid,
+    exp: i64,
+    iat: i64,
+}
+
+/// A freshly issued guest identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuestToken {
+    pub token: String,
+    pub user_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl Auth {
+    pub fn new(secret: &[u8], ttl: std::time::Duration) -> Auth {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 0;
+        Auth {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl: Duration::from_std(ttl).unwrap_or(Duration::days(7)),
+        }
+    }
+
+    pub fn issue_guest(&self) -> GuestToken {
+        let now = Utc::now();
+        // Whole seconds, so that `expires_at` is exactly the instant of `exp`.
+        let expires_at =
+            DateTime::from_timestamp((now + self.ttl).timestamp(), 0).expect("in range");
+        let user_id = Uuid::new_v4();
+        let claims = Claims {
+            sub: user_id,
+            exp: expires_at.timestamp(),
+            iat: now.timestamp(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing with a byte key cannot fail");
+        GuestToken {
+            token,
+            user_id,
+            expires_at,
+        }
+    }
+
+    /// The user a token names, if it is valid and unexpired.
+    pub fn verify(&self, token: &str) -> Result<Uuid, ApiError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims.sub)
+            .map_err(|e| ApiError::new(ErrorCode::Unauthorized, format!("invalid token: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_its_own_tokens_and_refuses_others() {
+        let auth = Auth::new(b"secret-one", std::time::Duration::from_secs(60));
+        let guest = auth.issue_guest();
+        assert_eq!(auth.verify(&guest.token).unwrap(), guest.user_id);
+        let same_secret = Auth::new(b"secret-one", std::time::Duration::from_secs(60));
+        assert_eq!(same_secret.verify(&guest.token).unwrap(), guest.user_id);
+        let other = Auth::new(b"secret-two", std::time::Duration::from_secs(60));
+        assert_eq!(
+            other.verify(&guest.token).unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+        assert_eq!(
+            auth.verify("not.a.jwt").unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+    }
+
+    #[test]
+    fn refuses_expired_tokens_and_tokens_without_exp() {
+        let secret = b"s";
+        let auth = Auth::new(secret, std::time::Duration::from_secs(60));
+        let key = EncodingKey::from_secret(secret);
+        let expired = Claims {
+            sub: Uuid::new_v4(),
+            exp: Utc::now().timestamp() - 10,
+            iat: 0,
+        };
+        let token = jsonwebtoken::encode(&Header::default(), &expired, &key).unwrap();
+        assert_eq!(
+            auth.verify(&token).unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+        #[derive(Serialize)]
+        struct NoExp {
+            sub: Uuid,
+        }
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &NoExp {
+                sub: Uuid::new_v4(),
+            },
+            &key,
+        )
+        .unwrap();
+        assert_eq!(
+            auth.verify(&token).unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+    }
+}

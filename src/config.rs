@@ -1,0 +1,117 @@
+//! Node configuration: environment variables (the seed's names where it had
+//! them) or command-line flags. The defaults serve one node on localhost with
+//! the embedded engine.
+
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the HTTP and WebSocket server listens on.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// This node's name in `welcome` frames, logs and `/admin/actors`
+    /// (random when unset).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Redis for a cluster of nodes; unset runs the embedded memory engine.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// HMAC secret of guest tokens; every node of a cluster needs the same one
+    /// (random when unset, which only works for a single node).
+    #[arg(long, env = "AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// Bearer token for `/admin/*` (generated and logged when unset).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// How long a guest token stays valid, in seconds.
+    #[arg(long, env = "TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub token_ttl_secs: u64,
+
+    /// The model used when a `send` names none.
+    #[arg(long, env = "DEFAULT_MODEL", default_value = "demo")]
+    pub default_model: String,
+
+    /// Pause of the demo model before each token, in milliseconds.
+    #[arg(long, env = "DEMO_TOKEN_DELAY_MS", default_value_t = 40)]
+    pub demo_token_delay_ms: u64,
+
+    /// Tokens in each demo reply.
+    #[arg(long, env = "DEMO_REPLY_TOKENS", default_value_t = 120)]
+    pub demo_reply_tokens: usize,
+
+    /// Interval the client must send a frame within, announced in `welcome`;
+    /// silence for twice as long closes the connection with 4000.
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 25_000)]
+    pub heartbeat_ms: u64,
+
+    /// Largest client message in bytes, continuation frames joined.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 65_536)]
+    pub max_frame_bytes: usize,
+
+    /// Frames queued for one socket before it counts as too slow (4001).
+    #[arg(long, env = "OUTBOX_FRAMES", default_value_t = 1024)]
+    pub outbox_frames: usize,
+
+    /// Client frames allowed per second on one connection (bursts of twice as many).
+    #[arg(long, env = "FRAMES_PER_SECOND", default_value_t = 20)]
+    pub frames_per_second: u32,
+
+    /// Conversations one connection may follow at once.
+    #[arg(long, env = "MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub max_subscriptions: usize,
+
+    /// Log entries kept per conversation for resuming; older positions get a snapshot.
+    #[arg(long, env = "HISTORY_SIZE", default_value_t = 10_000)]
+    pub history_size: usize,
+
+    /// Tokens arriving within this window are appended as one delta.
+    #[arg(long, env = "COALESCE_MS", default_value_t = 5)]
+    pub coalesce_ms: u64,
+
+    /// Restarts of a failing generation before its message ends `failed`.
+    #[arg(long, env = "GENERATION_MAX_RESTARTS", default_value_t = 3)]
+    pub generation_max_restarts: u32,
+
+    /// First restart delay of a failing generation; doubles with each restart.
+    #[arg(long, env = "GENERATION_BACKOFF_MS", default_value_t = 200)]
+    pub generation_backoff_ms: u64,
+
+    /// HTTP worker threads (each with its own single-threaded runtime).
+    #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
+    pub http_workers: usize,
+}
+
+impl Settings {
+    /// The defaults, as a node started with no configuration gets them.
+    pub fn defaults() -> Settings {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        Only::parse_from(["chatstream"]).settings
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn coalesce(&self) -> Duration {
+        Duration::from_millis(self.coalesce_ms)
+    }
+
+    pub fn generation_backoff(&self, restart: u32) -> Duration {
+        Duration::from_millis(
+            self.generation_backoff_ms
+                .saturating_mul(1 << restart.min(10)),
+        )
+    }
+}

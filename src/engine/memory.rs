@@ -1,0 +1,385 @@
+//! The embedded engine: one node, everything in this process, nothing to install.
+//!
+//! One mutex guards all state; every operation is a short critical section with
+//! no await inside, so an append, its materialization and its publication are
+//! one atomic step, exactly as the Redis engine's Lua script makes them.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{
+    Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
+    MessageInfo, Snapshot, Turn, TurnRequest, new_epoch, title_from,
+};
+use crate::protocol::{Event, LogEntry, Message, MessageStatus, Role, TurnAck, unix_millis};
+use crate::transcript::Transcript;
+
+/// The memory engine. Cheap to clone handles are not needed: it is shared as
+/// `Arc<dyn Engine>`.
+pub struct MemoryEngine {
+    state: Mutex<State>,
+    /// How many log entries each conversation keeps; older ones are trimmed
+    /// and a client resuming from before them gets a snapshot.
+    history_size: usize,
+    bus: mpsc::UnboundedSender<BusMessage>,
+    bus_receiver: Mutex<Option<mpsc::UnboundedReceiver<BusMessage>>>,
+}
+
+#[derive(Default)]
+struct State {
+    conversations: HashMap<Uuid, Conversation>,
+    /// message id → conversation id, for cancels that name only the message.
+    messages: HashMap<Uuid, Uuid>,
+    /// (user, client_msg_id) → the turn it started.
+    turns: HashMap<(Uuid, Uuid), RememberedTurn>,
+    watched: HashSet<Uuid>,
+}
+
+struct Conversation {
+    info: ConversationInfo,
+    epoch: Arc<str>,
+    seq: u64,
+    log: VecDeque<Arc<LogEntry>>,
+    transcript: Transcript,
+    client_msg_ids: Vec<(Uuid, Uuid)>,
+}
+
+#[derive(Clone)]
+struct RememberedTurn {
+    content: String,
+    requested_conversation: Option<Uuid>,
+    ack: TurnAck,
+    user_seq: u64,
+}
+
+impl MemoryEngine {
+    pub fn new(history_size: usize) -> MemoryEngine {
+        let (bus, receiver) = mpsc::unbounded_channel();
+        MemoryEngine {
+            state: Mutex::new(State::default()),
+            history_size: history_size.max(1),
+            bus,
+            bus_receiver: Mutex::new(Some(receiver)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied append
+        // (appends mutate only after every check), so the state stays usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends an already checked event and publishes it, under the lock.
+    fn append_locked(
+        &self,
+        state: &mut State,
+        conversation_id: Uuid,
+        event: Event,
+    ) -> EngineResult<Appended> {
+        let watched = state.watched.contains(&conversation_id);
+        let conversation = state
+            .conversations
+            .get_mut(&conversation_id)
+            .ok_or(EngineError::NotFound)?;
+        conversation
+            .transcript
+            .apply(&event)
+            .map_err(|rejection| EngineError::Conflict(rejection.to_string()))?;
+        if let Event::Message { message } = &event {
+            state.messages.insert(message.id, conversation_id);
+        }
+        let now = Utc::now();
+        conversation.seq += 1;
+        conversation.info.updated_at = now;
+        let entry = Arc::new(LogEntry {
+            seq: conversation.seq,
+            ts: unix_millis(now),
+            event,
+        });
+        conversation.log.push_back(entry.clone());
+        while conversation.log.len() > self.history_size {
+            conversation.log.pop_front();
+        }
+        let epoch = conversation.epoch.clone();
+        if watched {
+            let _ = self.bus.send(BusMessage::Published {
+                conversation_id,
+                epoch: epoch.clone(),
+                entry: entry.clone(),
+            });
+        }
+        Ok(Appended { epoch, entry })
+    }
+}
+
+fn new_conversation(owner: Uuid, title: Option<String>) -> Conversation {
+    let now = Utc::now();
+    Conversation {
+        info: ConversationInfo {
+            id: Uuid::new_v4(),
+            owner,
+            title,
+            created_at: now,
+            updated_at: now,
+        },
+        epoch: new_epoch().into(),
+        seq: 0,
+        log: VecDeque::new(),
+        transcript: Transcript::default(),
+        client_msg_ids: Vec::new(),
+    }
+}
+
+#[async_trait]
+impl Engine for MemoryEngine {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> EngineResult<()> {
+        Ok(())
+    }
+
+    async fn create_conversation(
+        &self,
+        owner: Uuid,
+        title: Option<String>,
+    ) -> EngineResult<ConversationInfo> {
+        let conversation = new_conversation(owner, title);
+        let info = conversation.info.clone();
+        self.lock().conversations.insert(info.id, conversation);
+        Ok(info)
+    }
+
+    async fn conversation(&self, id: Uuid) -> EngineResult<Option<ConversationInfo>> {
+        Ok(self.lock().conversations.get(&id).map(|c| c.info.clone()))
+    }
+
+    async fn list_conversations(&self, owner: Uuid) -> EngineResult<Vec<ConversationInfo>> {
+        let mut list: Vec<_> = self
+            .lock()
+            .conversations
+            .values()
+            .filter(|c| c.info.owner == owner)
+            .map(|c| c.info.clone())
+            .collect();
+        list.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
+        Ok(list)
+    }
+
+    async fn delete_conversation(&self, id: Uuid) -> EngineResult<()> {
+        let mut state = self.lock();
+        let conversation = state
+            .conversations
+            .remove(&id)
+            .ok_or(EngineError::NotFound)?;
+        for message in conversation.transcript.messages() {
+            state.messages.remove(&message.id);
+        }
+        for key in &conversation.client_msg_ids {
+            state.turns.remove(key);
+        }
+        if state.watched.contains(&id) {
+            let _ = self.bus.send(BusMessage::Deleted {
+                conversation_id: id,
+            });
+        }
+        Ok(())
+    }
+
+    async fn start_turn(&self, request: TurnRequest) -> EngineResult<Turn> {
+        let mut state = self.lock();
+        if let Some(client_msg_id) = request.client_msg_id
+            && let Some(first) = state.turns.get(&(request.user, client_msg_id))
+        {
+            if first.content != request.content
+                || request.conversation_id.is_some_and(|id| {
+                    Some(id) != first.requested_conversation && id != first.ack.conversation_id
+                })
+            {
+                return Err(EngineError::Conflict(
+                    "client_msg_id was already used for a different message".into(),
+                ));
+            }
+            let epoch = state
+                .conversations
+                .get(&first.ack.conversation_id)
+                .map(|c| c.epoch.clone())
+                .ok_or(EngineError::NotFound)?;
+            return Ok(Turn {
+                ack: first.ack,
+                epoch,
+                user_seq: first.user_seq,
+                started: false,
+            });
+        }
+        let conversation_id = match request.conversation_id {
+            Some(id) => {
+                let conversation = state.conversations.get(&id).ok_or(EngineError::NotFound)?;
+                if conversation.info.owner != request.user {
+                    return Err(EngineError::Forbidden);
+                }
+                if conversation.transcript.streaming_reply().is_some() {
+                    return Err(EngineError::Conflict(
+                        "a reply is still streaming in this conversation".into(),
+                    ));
+                }
+                id
+            }
+            None => {
+                let conversation =
+                    new_conversation(request.user, Some(title_from(&request.content)));
+                let id = conversation.info.id;
+                state.conversations.insert(id, conversation);
+                id
+            }
+        };
+        let now = Utc::now();
+        let user_message = Message {
+            id: Uuid::new_v4(),
+            conversation_id,
+            role: Role::User,
+            content: request.content.clone(),
+            status: MessageStatus::Complete,
+            model: None,
+            created_at: now,
+            error: None,
+        };
+        let reply = Message {
+            id: Uuid::new_v4(),
+            conversation_id,
+            role: Role::Assistant,
+            content: String::new(),
+            status: MessageStatus::Streaming,
+            model: Some(request.model.clone()),
+            created_at: now,
+            error: None,
+        };
+        let ack = TurnAck {
+            conversation_id,
+            user_message_id: user_message.id,
+            assistant_message_id: reply.id,
+        };
+        let first = self.append_locked(
+            &mut state,
+            conversation_id,
+            Event::Message {
+                message: user_message,
+            },
+        )?;
+        self.append_locked(
+            &mut state,
+            conversation_id,
+            Event::Message { message: reply },
+        )?;
+        if let Some(client_msg_id) = request.client_msg_id {
+            let key = (request.user, client_msg_id);
+            state.turns.insert(
+                key,
+                RememberedTurn {
+                    content: request.content,
+                    requested_conversation: request.conversation_id,
+                    ack,
+                    user_seq: first.entry.seq,
+                },
+            );
+            if let Some(conversation) = state.conversations.get_mut(&conversation_id) {
+                conversation.client_msg_ids.push(key);
+            }
+        }
+        Ok(Turn {
+            ack,
+            epoch: first.epoch,
+            user_seq: first.entry.seq,
+            started: true,
+        })
+    }
+
+    async fn append(&self, conversation_id: Uuid, event: Event) -> EngineResult<Appended> {
+        let mut state = self.lock();
+        self.append_locked(&mut state, conversation_id, event)
+    }
+
+    async fn read(&self, conversation_id: Uuid, after_seq: u64) -> EngineResult<History> {
+        let state = self.lock();
+        let conversation = state
+            .conversations
+            .get(&conversation_id)
+            .ok_or(EngineError::NotFound)?;
+        let oldest_kept = conversation
+            .log
+            .front()
+            .map_or(conversation.seq + 1, |e| e.seq);
+        let entries = if after_seq >= conversation.seq {
+            Some(Vec::new())
+        } else if after_seq + 1 < oldest_kept {
+            None
+        } else {
+            let skip = (after_seq + 1 - oldest_kept) as usize;
+            Some(conversation.log.iter().skip(skip).cloned().collect())
+        };
+        Ok(History {
+            epoch: conversation.epoch.clone(),
+            head: conversation.seq,
+            entries,
+        })
+    }
+
+    async fn snapshot(&self, conversation_id: Uuid) -> EngineResult<Snapshot> {
+        let state = self.lock();
+        let conversation = state
+            .conversations
+            .get(&conversation_id)
+            .ok_or(EngineError::NotFound)?;
+        Ok(Snapshot {
+            info: conversation.info.clone(),
+            epoch: conversation.epoch.clone(),
+            seq: conversation.seq,
+            messages: conversation.transcript.messages().to_vec(),
+        })
+    }
+
+    async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>> {
+        let state = self.lock();
+        let Some(conversation) = state
+            .messages
+            .get(&message_id)
+            .and_then(|id| state.conversations.get(id))
+        else {
+            return Ok(None);
+        };
+        Ok(conversation
+            .transcript
+            .message(message_id)
+            .map(|m| MessageInfo {
+                conversation_id: conversation.info.id,
+                owner: conversation.info.owner,
+                role: m.role,
+                status: m.status,
+            }))
+    }
+
+    async fn watch(&self, conversation_id: Uuid) -> EngineResult<()> {
+        self.lock().watched.insert(conversation_id);
+        Ok(())
+    }
+
+    async fn unwatch(&self, conversation_id: Uuid) -> EngineResult<()> {
+        self.lock().watched.remove(&conversation_id);
+        Ok(())
+    }
+
+    fn take_bus(&self) -> Option<mpsc::UnboundedReceiver<BusMessage>> {
+        self.bus_receiver
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}

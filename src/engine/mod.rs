@@ -1,0 +1,211 @@
+//! The engine: where conversations, their event logs and their live events live.
+//!
+//! One interface, two implementations, as Centrifuge splits its broker: the
+//! memory engine is the embedded single-node default, the Redis engine lets any
+//! number of nodes share one truth. Nothing above this module knows which one
+//! runs. The conformance suite in `tests/engine_conformance.rs` holds both to
+//! the same behaviour.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::protocol::{
+    ApiError, ErrorCode, Event, LogEntry, Message, MessageStatus, Role, TurnAck,
+};
+
+pub use memory::MemoryEngine;
+
+/// What the engine knows of a conversation besides its log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationInfo {
+    pub id: Uuid,
+    pub owner: Uuid,
+    pub title: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Where a message lives and who may act on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageInfo {
+    pub conversation_id: Uuid,
+    pub owner: Uuid,
+    pub role: Role,
+    pub status: MessageStatus,
+}
+
+/// An event the log accepted.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub epoch: Arc<str>,
+    pub entry: Arc<LogEntry>,
+}
+
+/// A read of the log after some seq.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub epoch: Arc<str>,
+    /// The newest seq at the time of the read.
+    pub head: u64,
+    /// Every entry after the requested seq up to `head`, or `None` when some of
+    /// them are no longer kept.
+    pub entries: Option<Vec<Arc<LogEntry>>>,
+}
+
+/// The whole state of a conversation as of one seq.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub info: ConversationInfo,
+    pub epoch: Arc<str>,
+    pub seq: u64,
+    pub messages: Vec<Message>,
+}
+
+/// A user's turn: their message and the reply it asks for.
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    pub user: Uuid,
+    /// `None` starts a new conversation.
+    pub conversation_id: Option<Uuid>,
+    pub content: String,
+    pub model: String,
+    pub client_msg_id: Option<Uuid>,
+}
+
+/// The outcome of a turn.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub ack: TurnAck,
+    pub epoch: Arc<str>,
+    /// The seq of the event carrying the user's message: the sender follows
+    /// the conversation from there.
+    pub user_seq: u64,
+    /// False when this was a resend of a turn already started.
+    pub started: bool,
+}
+
+/// A message published to the nodes that watch a conversation.
+#[derive(Debug, Clone)]
+pub enum BusMessage {
+    /// An event was appended to a watched conversation's log.
+    Published {
+        conversation_id: Uuid,
+        epoch: Arc<str>,
+        entry: Arc<LogEntry>,
+    },
+    /// A watched conversation was deleted.
+    Deleted { conversation_id: Uuid },
+    /// Live delivery may have missed events (the bus reconnected): every
+    /// watcher must catch up from the log.
+    CatchUp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("not found")]
+    NotFound,
+    #[error("belongs to another user")]
+    Forbidden,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the log store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal engine error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// The contract's error for this failure, naming `what` was looked up.
+    pub fn into_api(self, what: &str) -> ApiError {
+        match self {
+            EngineError::NotFound => ApiError::not_found(what),
+            EngineError::Forbidden => ApiError::forbidden(what),
+            EngineError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            EngineError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
+            EngineError::Internal(m) => ApiError::new(ErrorCode::Internal, m),
+        }
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// The event log, the materialized state and the live bus of every conversation.
+///
+/// Appends are atomic and checked against the materialized state (see
+/// `transcript`): the seq grows by exactly one per accepted event, and the
+/// event is published to the bus with that seq in the same step, so that
+/// history and live delivery can never disagree.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// A short name for readiness reports and logs.
+    fn name(&self) -> &'static str;
+
+    /// Whether the log store answers.
+    async fn ping(&self) -> EngineResult<()>;
+
+    async fn create_conversation(
+        &self,
+        owner: Uuid,
+        title: Option<String>,
+    ) -> EngineResult<ConversationInfo>;
+
+    async fn conversation(&self, id: Uuid) -> EngineResult<Option<ConversationInfo>>;
+
+    /// The owner's conversations, most recently updated first.
+    async fn list_conversations(&self, owner: Uuid) -> EngineResult<Vec<ConversationInfo>>;
+
+    /// Forgets a conversation, its log and its `client_msg_id`s, and publishes
+    /// `Deleted` to its watchers.
+    async fn delete_conversation(&self, id: Uuid) -> EngineResult<()>;
+
+    /// Atomically: checks the `client_msg_id` (a resend answers the first
+    /// turn; different content or conversation is a conflict), checks
+    /// ownership and that no reply is streaming, creates the conversation if
+    /// needed, and appends the user's message and the streaming assistant
+    /// message.
+    async fn start_turn(&self, request: TurnRequest) -> EngineResult<Turn>;
+
+    /// Appends one event if it applies (see `Transcript::check`); a rejected
+    /// event is a `Conflict` and appends nothing.
+    async fn append(&self, conversation_id: Uuid, event: Event) -> EngineResult<Appended>;
+
+    /// The log after `after_seq`.
+    async fn read(&self, conversation_id: Uuid, after_seq: u64) -> EngineResult<History>;
+
+    async fn snapshot(&self, conversation_id: Uuid) -> EngineResult<Snapshot>;
+
+    async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>>;
+
+    /// Starts delivering this conversation's published events to the bus.
+    async fn watch(&self, conversation_id: Uuid) -> EngineResult<()>;
+
+    /// Stops delivering this conversation's published events.
+    async fn unwatch(&self, conversation_id: Uuid) -> EngineResult<()>;
+
+    /// The node's bus: every message for watched conversations. Handed out
+    /// once, to the node's registry.
+    fn take_bus(&self) -> Option<mpsc::UnboundedReceiver<BusMessage>>;
+}
+
+/// A new epoch name: opaque, and different for every life of a log.
+pub fn new_epoch() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A title from the first message of a conversation.
+pub fn title_from(content: &str) -> String {
+    const MAX: usize = 60;
+    let line = content.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= MAX {
+        line
+    } else {
+        let cut: String = line.chars().take(MAX - 1).collect();
+        format!("{}…", cut.trim_end())
+    }
+}

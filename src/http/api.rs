@@ -1,0 +1,97 @@
+//! The JSON API under `/api/`.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{AppState, HttpError, User};
+use crate::protocol::SendRequest;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/api/auth/guest", web::post().to(guest))
+        .route("/api/conversations", web::get().to(list))
+        .route("/api/conversations", web::post().to(create))
+        .route("/api/conversations/{id}", web::get().to(detail))
+        .route("/api/conversations/{id}", web::delete().to(delete))
+        .route("/api/chat", web::post().to(chat))
+        .route("/api/cancel", web::post().to(cancel))
+        .route("/api/models", web::get().to(models));
+}
+
+type Answer = Result<HttpResponse, HttpError>;
+
+async fn guest(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.auth.issue_guest())
+}
+
+async fn list(state: web::Data<AppState>, User(user): User) -> Answer {
+    let conversations = state.chat.list(user).await?;
+    Ok(HttpResponse::Ok().json(json!({ "conversations": conversations })))
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    #[serde(default)]
+    title: Option<String>,
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    User(user): User,
+    body: Option<web::Json<CreateBody>>,
+) -> Answer {
+    let title = body.and_then(|b| b.into_inner().title);
+    let detail = state.chat.create(user, title).await?;
+    Ok(HttpResponse::Created().json(detail))
+}
+
+async fn detail(state: web::Data<AppState>, User(user): User, id: web::Path<Uuid>) -> Answer {
+    Ok(HttpResponse::Ok().json(state.chat.detail(user, *id).await?))
+}
+
+async fn delete(state: web::Data<AppState>, User(user): User, id: web::Path<Uuid>) -> Answer {
+    state.chat.delete(user, *id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn chat(
+    state: web::Data<AppState>,
+    User(user): User,
+    body: web::Json<SendRequest>,
+) -> Answer {
+    let turn = state.chat.send(user, body.into_inner()).await?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "conversation_id": turn.ack.conversation_id,
+        "user_message_id": turn.ack.user_message_id,
+        "message_id": turn.ack.assistant_message_id,
+        "status": "streaming",
+    })))
+}
+
+#[derive(Deserialize)]
+struct CancelBody {
+    message_id: Uuid,
+}
+
+async fn cancel(
+    state: web::Data<AppState>,
+    User(user): User,
+    body: web::Json<CancelBody>,
+) -> Answer {
+    state.chat.cancel(user, body.message_id).await?;
+    Ok(HttpResponse::Accepted()
+        .json(json!({"message_id": body.message_id, "status": "cancelling"})))
+}
+
+async fn models(state: web::Data<AppState>, _: User) -> HttpResponse {
+    let models: Vec<_> = state
+        .context
+        .providers
+        .list()
+        .map(|(id, provider)| json!({"id": id, "provider": provider}))
+        .collect();
+    HttpResponse::Ok()
+        .json(json!({ "models": models, "default": state.context.providers.default_model() }))
+}

@@ -1,0 +1,26 @@
+//! chatstream: streams AI chat replies token by token to many users at once.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: the wire contract's types, shared by server, tests and tools.
+//! - [`transcript`]: the fold of events into messages, and the log's rules.
+//! - [`engine`]: the event log, materialized state and live bus behind one
+//!   trait; [`engine::MemoryEngine`] is the embedded default.
+//! - [`providers`]: model providers behind the `Provider` trait; `demo` built in.
+//! - [`actors`]: the supervision tree of a node (registry, connections,
+//!   conversations, generations).
+//! - [`http`]: actix-web routes, the WebSocket endpoint, admin endpoints.
+//! - [`node`]: assembles and runs one node; [`config`] its settings.
+//!
+//! Imports point down that list's reverse: `http` → `actors` → `engine`,
+//! `providers` → `protocol`.
+
+pub mod actors;
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod node;
+pub mod protocol;
+pub mod providers;
+pub mod transcript;

@@ -1,0 +1,50 @@
+//! The `chatstream` command: a thin CLI over the library.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use chatstream::config::Settings;
+use chatstream::node::Node;
+
+#[derive(Parser)]
+#[command(
+    name = "chatstream",
+    version,
+    about = "Streaming AI chat, served by actor-based nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the chat UI, the WebSocket and the HTTP API (the default).
+    Serve {
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let settings = match cli.command {
+        Some(Command::Serve { settings }) => settings,
+        None => cli.settings,
+    };
+    let node = Node::start(settings).await?;
+    println!(
+        "chatstream {} serving on http://{}",
+        node.node_id(),
+        node.addr
+    );
+    node.run_until_signal().await
+}

@@ -1,0 +1,183 @@
+//! Builds and runs one node: the engine, the actor tree and the HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ractor::Actor;
+use tokio::task::JoinHandle;
+
+use crate::actors::NodeContext;
+use crate::actors::chat::Chat;
+use crate::actors::connections::ConnectionsMsg;
+use crate::actors::directory::ActorDirectory;
+use crate::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
+use crate::auth::Auth;
+use crate::config::Settings;
+use crate::engine::{Engine, MemoryEngine};
+use crate::http::{self, AppState};
+use crate::providers::{DemoProvider, Providers};
+
+/// A running node.
+pub struct Node {
+    /// The address the server listens on (useful when bound to port 0).
+    pub addr: SocketAddr,
+    pub state: web::Data<AppState>,
+    server: ServerHandle,
+    server_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Node {
+    /// Starts a node with the engine its settings choose.
+    pub async fn start(settings: Settings) -> anyhow::Result<Node> {
+        let engine: Arc<dyn Engine> = match &settings.redis_url {
+            None => Arc::new(MemoryEngine::new(settings.history_size)),
+            Some(_) => anyhow::bail!(
+                "REDIS_URL is set, but this build only has the embedded memory engine"
+            ),
+        };
+        Node::start_with(settings, engine, default_providers).await
+    }
+
+    /// Starts a node on the given engine, with the providers `providers` builds
+    /// from the settings.
+    pub async fn start_with(
+        settings: Settings,
+        engine: Arc<dyn Engine>,
+        providers: impl FnOnce(&Settings) -> Providers,
+    ) -> anyhow::Result<Node> {
+        let node_id = settings
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]));
+        let auth_secret = settings.auth_secret.clone().unwrap_or_else(|| {
+            tracing::warn!("AUTH_SECRET is not set: using a random secret; set the same AUTH_SECRET on every node of a cluster");
+            random_secret()
+        });
+        let admin_token = settings.admin_token.clone().unwrap_or_else(|| {
+            let token = random_secret();
+            tracing::warn!(admin_token = %token, "ADMIN_TOKEN is not set: generated one for /admin");
+            token
+        });
+        let context = Arc::new(NodeContext {
+            node_id: node_id.clone(),
+            providers: providers(&settings),
+            engine,
+            directory: ActorDirectory::default(),
+            settings: settings.clone(),
+        });
+        let (root, _) = Actor::spawn(None, NodeSupervisor, context.clone())
+            .await
+            .context("starting the actor tree")?;
+        let actors: NodeActors =
+            ractor::call!(root, NodeMsg::Actors).context("reading the actor tree")?;
+        let state = web::Data::new(AppState {
+            auth: Auth::new(
+                auth_secret.as_bytes(),
+                Duration::from_secs(settings.token_ttl_secs),
+            ),
+            admin_token,
+            chat: Chat::new(context.clone(), actors.generations.clone()),
+            actors,
+            context,
+            metrics: metrics_handle(),
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .configure(http::routes)
+        })
+        .workers(settings.http_workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind(&settings.bind)
+        .with_context(|| format!("binding {}", settings.bind))?;
+        let addr = *server.addrs().first().context("no bound address")?;
+        let server = server.run();
+        let handle = server.handle();
+        let server_task = tokio::spawn(server);
+        tracing::info!(%node_id, %addr, engine = state.context.engine.name(), "node started");
+        Ok(Node {
+            addr,
+            state,
+            server: handle,
+            server_task,
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.state.context.node_id
+    }
+
+    /// Stops the node: every socket is closed with `close_code` (1001 going
+    /// away, 1012 restarting) so clients resume elsewhere, then the server and
+    /// the actor tree stop.
+    pub async fn stop(self, close_code: u16) {
+        let actors = &self.state.actors;
+        let _ = actors
+            .connections
+            .cast(ConnectionsMsg::CloseAll { code: close_code });
+        self.server.stop(true).await;
+        let _ = self.server_task.await;
+        actors
+            .root
+            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        actors.root.stop(None);
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        self.stop(crate::protocol::close_code::GOING_AWAY).await;
+        Ok(())
+    }
+}
+
+/// The demo model, plus whatever later configuration adds.
+pub fn default_providers(settings: &Settings) -> Providers {
+    let demo = DemoProvider::new(
+        Duration::from_millis(settings.demo_token_delay_ms),
+        settings.demo_reply_tokens,
+    );
+    Providers::new(settings.default_model.clone()).with("demo", Arc::new(demo))
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The process-wide Prometheus recorder (metrics are global; several nodes in
+/// one test process share it).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
