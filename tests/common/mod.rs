@@ -1,0 +1,373 @@
+//! Black-box test harness: a real node on 127.0.0.1:0, real WebSocket and HTTP
+//! clients speaking the wire contract, and a strict client-side view that
+//! fails the test on any gap, repeat or reordering.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chatstream::config::Settings;
+use chatstream::node::Node;
+use chatstream::protocol::{Event, Message, ServerFrame};
+use chatstream::transcript::Transcript;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+/// How long any single wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const AUTH_SECRET: &str = "test-auth-secret";
+
+/// Settings for a fast test node on a free port.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::defaults();
+    settings.bind = "127.0.0.1:0".into();
+    settings.redis_url = None;
+    settings.auth_secret = Some(AUTH_SECRET.into());
+    settings.admin_token = Some(ADMIN_TOKEN.into());
+    settings.demo_token_delay_ms = 4;
+    settings.demo_reply_tokens = 30;
+    settings.http_workers = 1;
+    settings.coalesce_ms = 0;
+    settings
+}
+
+pub struct TestNode {
+    pub node: Node,
+    pub http: reqwest::Client,
+}
+
+impl TestNode {
+    pub async fn start(configure: impl FnOnce(&mut Settings)) -> TestNode {
+        let mut settings = test_settings();
+        configure(&mut settings);
+        TestNode {
+            node: Node::start(settings).await.expect("node starts"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.node.addr)
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws/chat?token={token}", self.node.addr)
+    }
+
+    /// A new guest: (token, user id).
+    pub async fn guest(&self) -> (String, Uuid) {
+        let body: Value = self
+            .http
+            .post(self.url("/api/auth/guest"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = body["token"].as_str().unwrap().to_owned();
+        let user = body["user_id"].as_str().unwrap().parse().unwrap();
+        (token, user)
+    }
+
+    pub async fn connect(&self, token: &str) -> Client {
+        Client::connect(&self.ws_url(token)).await
+    }
+
+    /// An HTTP call with a bearer token: (status, JSON body or Null).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn stop(self) {
+        self.node.stop(1001).await;
+    }
+}
+
+/// How a socket ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closed {
+    pub code: Option<u16>,
+}
+
+/// A WebSocket client that keeps frames it was not waiting for.
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames read while waiting for another one, in arrival order.
+    backlog: VecDeque<Value>,
+    pub welcome: Value,
+    next_id: u64,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        let mut client = Client {
+            socket,
+            backlog: VecDeque::new(),
+            welcome: Value::Null,
+            next_id: 0,
+        };
+        client.welcome = client.next().await.expect("welcome frame");
+        assert_eq!(client.welcome["type"], "welcome", "first frame is welcome");
+        client
+    }
+
+    /// Connects and returns the frames and close code a refused socket gives.
+    pub async fn connect_refused(url: &str) -> (Vec<Value>, Closed) {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("upgrade happens");
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout(DEADLINE, socket.next())
+                .await
+                .expect("closes in time")
+            {
+                Some(Ok(WsMessage::Text(text))) => {
+                    frames.push(serde_json::from_str(&text).unwrap())
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return (
+                        frames,
+                        Closed {
+                            code: frame.map(|f| u16::from(f.code)),
+                        },
+                    );
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (frames, Closed { code: None }),
+            }
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(WsMessage::text(text))
+            .await
+            .expect("frame sent");
+    }
+
+    pub async fn send_raw(&mut self, message: WsMessage) -> Result<(), tungstenite::Error> {
+        self.socket.send(message).await
+    }
+
+    /// The next frame, from the backlog first.
+    pub async fn next(&mut self) -> Result<Value, Closed> {
+        if let Some(frame) = self.backlog.pop_front() {
+            return Ok(frame);
+        }
+        self.read().await
+    }
+
+    async fn read(&mut self) -> Result<Value, Closed> {
+        loop {
+            let message = tokio::time::timeout(DEADLINE, self.socket.next())
+                .await
+                .expect("a frame arrives before the deadline");
+            match message {
+                Some(Ok(WsMessage::Text(text))) => {
+                    return Ok(serde_json::from_str(&text).expect("frames are JSON"));
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Err(Closed {
+                        code: frame.map(|f| u16::from(f.code)),
+                    });
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Err(Closed { code: None }),
+            }
+        }
+    }
+
+    /// Sends `frame` with a fresh `id` and returns the reply echoing it; other
+    /// frames that arrive meanwhile stay in the backlog, in order.
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        self.next_id += 1;
+        let id = format!("r{}", self.next_id);
+        frame["id"] = json!(id);
+        self.send(frame).await;
+        let mut skipped = VecDeque::new();
+        loop {
+            let reply = self.read().await.expect("socket stays open for the reply");
+            if reply["id"] == json!(id) {
+                skipped.extend(self.backlog.drain(..));
+                self.backlog = skipped;
+                return reply;
+            }
+            skipped.push_back(reply);
+        }
+    }
+
+    /// Forgets frames read while waiting for a reply.
+    pub fn discard_backlog(&mut self) {
+        self.backlog.clear();
+    }
+
+    /// Frames until (and including) the first matching `stop`.
+    pub async fn until(&mut self, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.next().await.expect("socket stays open");
+            let done = stop(&frame);
+            frames.push(frame);
+            if done {
+                return frames;
+            }
+        }
+    }
+
+    /// Waits for the socket to close and returns its close code.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            match self.read().await {
+                Ok(_) => continue,
+                Err(closed) => return closed,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+pub fn close_code(code: CloseCode) -> u16 {
+    u16::from(code)
+}
+
+/// True for the event that ends the assistant message `message_id`.
+pub fn ends(frame: &Value, message_id: &str) -> bool {
+    frame["type"] == "event"
+        && frame["event"]["message_id"] == message_id
+        && matches!(
+            frame["event"]["kind"].as_str(),
+            Some("done" | "cancelled" | "failed")
+        )
+}
+
+/// A client's strict view of one conversation: applies frames as a careful
+/// client would and fails on any gap, repeat or reordering.
+#[derive(Debug, Default)]
+pub struct View {
+    pub epoch: Option<String>,
+    pub seq: u64,
+    pub transcript: Transcript,
+    /// Every event seq applied, in order.
+    pub applied: Vec<u64>,
+}
+
+impl View {
+    /// Applies one server frame of this conversation (others are ignored).
+    pub fn apply(&mut self, conversation_id: &str, frame: &Value) {
+        if frame["conversation_id"] != conversation_id {
+            return;
+        }
+        let parsed: ServerFrame =
+            serde_json::from_value(frame.clone()).expect("frame matches the contract");
+        match parsed {
+            ServerFrame::Snapshot {
+                epoch,
+                seq,
+                messages,
+                ..
+            } => {
+                self.epoch = Some(epoch);
+                self.seq = seq;
+                self.transcript = Transcript::from_messages(messages);
+            }
+            ServerFrame::Event {
+                epoch, seq, event, ..
+            } => {
+                match &self.epoch {
+                    Some(current) => assert_eq!(current, &epoch, "event of another epoch"),
+                    None => self.epoch = Some(epoch),
+                }
+                assert_eq!(
+                    seq,
+                    self.seq + 1,
+                    "events arrive once each, in seq order, with no gap"
+                );
+                self.seq = seq;
+                self.applied.push(seq);
+                self.transcript
+                    .apply(&event)
+                    .expect("every event applies to the state before it");
+            }
+            _ => {}
+        }
+    }
+
+    pub fn apply_all(&mut self, conversation_id: &str, frames: &[Value]) {
+        for frame in frames {
+            self.apply(conversation_id, frame);
+        }
+    }
+
+    pub fn messages(&self) -> &[Message] {
+        self.transcript.messages()
+    }
+}
+
+/// The text of every `delta` of `message_id` in `frames`, concatenated.
+pub fn delta_text(frames: &[Value], message_id: &str) -> String {
+    frames
+        .iter()
+        .filter(|f| {
+            f["type"] == "event"
+                && f["event"]["kind"] == "delta"
+                && f["event"]["message_id"] == message_id
+        })
+        .map(|f| f["event"]["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Parses an event frame's event.
+pub fn event_of(frame: &Value) -> Event {
+    serde_json::from_value(frame["event"].clone()).unwrap()
+}
+
+/// Polls `condition` until it holds or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
