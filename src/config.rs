@@ -83,6 +83,11 @@ pub struct Settings {
     #[arg(long, env = "GENERATION_BACKOFF_MS", default_value_t = 200)]
     pub generation_backoff_ms: u64,
 
+    /// The built frontend to serve at `/` (`frontend/dist` when it exists);
+    /// without one, a single-file page built into the binary is served.
+    #[arg(long, env = "STATIC_DIR")]
+    pub static_dir: Option<std::path::PathBuf>,
+
     /// HTTP worker threads (each with its own single-threaded runtime).
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
@@ -98,6 +103,15 @@ impl Settings {
             settings: Settings,
         }
         Only::parse_from(["chatstream"]).settings
+    }
+
+    /// The frontend directory to serve, if any.
+    pub fn frontend_dir(&self) -> Option<std::path::PathBuf> {
+        let dir = self
+            .static_dir
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("frontend/dist"));
+        dir.join("index.html").is_file().then_some(dir)
     }
 
     pub fn heartbeat(&self) -> Duration {

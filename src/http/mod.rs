@@ -31,10 +31,12 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// The minimal page served at `/` until a built frontend is configured.
-const INDEX_HTML: &str = include_str!("../../frontend/index.html");
+/// The single-file page served at `/` when no built frontend is found, so
+/// that the binary alone is a working chat.
+const FALLBACK_HTML: &str = include_str!("fallback.html");
 
-pub fn routes(config: &mut web::ServiceConfig) {
+/// Every route, with the built frontend served from `static_dir` when given.
+pub fn routes(config: &mut web::ServiceConfig, static_dir: Option<&std::path::Path>) {
     config
         .app_data(
             web::JsonConfig::default()
@@ -54,19 +56,32 @@ pub fn routes(config: &mut web::ServiceConfig) {
             // A path id that is not a UUID names nothing.
             HttpError(ApiError::not_found("resource")).into()
         }))
-        .route("/", web::get().to(index))
         .route("/ws/chat", web::get().to(ws::chat_socket))
         .configure(api::routes)
-        .configure(admin::routes)
-        .default_service(web::to(|| async {
-            HttpError(ApiError::not_found("route")).error_response()
-        }));
+        .configure(admin::routes);
+    match static_dir {
+        Some(dir) => {
+            config.service(
+                actix_files::Files::new("/", dir)
+                    .index_file("index.html")
+                    .default_handler(web::to(not_found)),
+            );
+        }
+        None => {
+            config.route("/", web::get().to(fallback_page));
+            config.default_service(web::to(not_found));
+        }
+    }
 }
 
-async fn index() -> HttpResponse {
+async fn not_found() -> HttpResponse {
+    HttpError(ApiError::not_found("route")).error_response()
+}
+
+async fn fallback_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(INDEX_HTML)
+        .body(FALLBACK_HTML)
 }
 
 /// An `ApiError` as an HTTP response: `{"error": {"code", "message"}}`.
