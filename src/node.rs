@@ -87,10 +87,14 @@ impl Node {
             metrics: metrics_handle(),
         });
         let app_state = state.clone();
+        let static_dir = settings.frontend_dir();
+        if let Some(dir) = &static_dir {
+            tracing::info!(dir = %dir.display(), "serving the built frontend");
+        }
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
-                .configure(http::routes)
+                .configure(|config| http::routes(config, static_dir.as_deref()))
         })
         .workers(settings.http_workers.max(1))
         .disable_signals()
