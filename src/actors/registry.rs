@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
@@ -15,7 +16,13 @@ use uuid::Uuid;
 
 use super::NodeContext;
 use super::conversations::conversation::ConversationMsg;
-use crate::engine::{BusMessage, EngineError};
+use super::generations::GenerationsMsg;
+use crate::engine::{BusMessage, EngineError, NodeAnnouncement};
+
+/// How often the node announces its live actors to the cluster.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// How long an announcement holds: a node silent for this long is gone.
+const ANNOUNCEMENT_TTL: Duration = Duration::from_secs(5);
 
 pub enum RegistryMsg {
     /// Route this conversation's events to `actor`; answers once the engine
@@ -33,26 +40,39 @@ pub enum RegistryMsg {
     Bus(BusMessage),
     /// How many conversations are routed here (for metrics and tests).
     Count(RpcReplyPort<usize>),
+    /// Time to tell the cluster which actors live here.
+    Announce,
+}
+
+pub struct RegistryArgs {
+    pub context: Arc<NodeContext>,
+    pub generations: ActorRef<GenerationsMsg>,
 }
 
 pub struct Registry;
 
 pub struct RegistryState {
     context: Arc<NodeContext>,
+    generations: ActorRef<GenerationsMsg>,
     routes: HashMap<Uuid, ActorRef<ConversationMsg>>,
     bus_reader: Option<JoinHandle<()>>,
+    announcer: Option<JoinHandle<()>>,
 }
 
 impl Actor for Registry {
     type Msg = RegistryMsg;
     type State = RegistryState;
-    type Arguments = Arc<NodeContext>;
+    type Arguments = RegistryArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<RegistryMsg>,
-        context: Arc<NodeContext>,
+        RegistryArgs {
+            context,
+            generations,
+        }: RegistryArgs,
     ) -> Result<RegistryState, ActorProcessingErr> {
+        let announcer = Some(myself.send_interval(ANNOUNCE_EVERY, || RegistryMsg::Announce));
         let bus_reader = context.engine.take_bus().map(|mut bus| {
             tokio::spawn(async move {
                 while let Some(message) = bus.recv().await {
@@ -67,8 +87,10 @@ impl Actor for Registry {
         }
         Ok(RegistryState {
             context,
+            generations,
             routes: HashMap::new(),
             bus_reader,
+            announcer,
         })
     }
 
@@ -77,8 +99,11 @@ impl Actor for Registry {
         _: ActorRef<RegistryMsg>,
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(reader) = state.bus_reader.take() {
-            reader.abort();
+        for task in [state.bus_reader.take(), state.announcer.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         Ok(())
     }
@@ -135,8 +160,25 @@ impl Actor for Registry {
                     let _ = actor.cast(ConversationMsg::CatchUp);
                 }
             }
+            RegistryMsg::Bus(BusMessage::StopGeneration { message_id }) => {
+                let _ = state.generations.cast(GenerationsMsg::Abort { message_id });
+            }
             RegistryMsg::Count(reply) => {
                 let _ = reply.send(state.routes.len());
+            }
+            RegistryMsg::Announce => {
+                let announcement = NodeAnnouncement {
+                    node_id: state.context.node_id.clone(),
+                    actors: serde_json::to_value(state.context.directory.list())?,
+                };
+                if let Err(error) = state
+                    .context
+                    .engine
+                    .announce_node(announcement, ANNOUNCEMENT_TTL)
+                    .await
+                {
+                    tracing::debug!(%error, "announcing this node failed");
+                }
             }
         }
         Ok(())

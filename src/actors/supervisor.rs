@@ -14,7 +14,7 @@ use super::connections::{Connections, ConnectionsMsg};
 use super::conversations::{Conversations, ConversationsArgs, ConversationsMsg};
 use super::directory::ActorKind;
 use super::generations::{Generations, GenerationsMsg};
-use super::registry::{Registry, RegistryMsg};
+use super::registry::{Registry, RegistryArgs, RegistryMsg};
 
 /// The addresses of the node's long-lived actors.
 #[derive(Clone)]
@@ -51,21 +51,25 @@ impl Actor for NodeSupervisor {
         let root = myself.get_cell();
         directory.add(&root, ActorKind::Supervisor, "node", None);
 
-        let (registry, _) =
-            Actor::spawn_linked(None, Registry, context.clone(), root.clone()).await?;
-        directory.add(
-            &registry.get_cell(),
-            ActorKind::Registry,
-            "registry",
-            Some(&root),
-        );
-
         let (generations, _) =
             Actor::spawn_linked(None, Generations, context.clone(), root.clone()).await?;
         directory.add(
             &generations.get_cell(),
             ActorKind::Supervisor,
             "generations",
+            Some(&root),
+        );
+
+        let registry_args = RegistryArgs {
+            context: context.clone(),
+            generations: generations.clone(),
+        };
+        let (registry, _) =
+            Actor::spawn_linked(None, Registry, registry_args, root.clone()).await?;
+        directory.add(
+            &registry.get_cell(),
+            ActorKind::Registry,
+            "registry",
             Some(&root),
         );
 

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
-    MessageInfo, Snapshot, Turn, TurnRequest, new_epoch, title_from,
+    MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
 };
 use crate::protocol::{Event, LogEntry, Message, MessageStatus, Role, TurnAck, unix_millis};
 use crate::transcript::Transcript;
@@ -38,6 +39,8 @@ struct State {
     /// (user, client_msg_id) → the turn it started.
     turns: HashMap<(Uuid, Uuid), RememberedTurn>,
     watched: HashSet<Uuid>,
+    /// What this node announced, and until when it holds.
+    announcement: Option<(NodeAnnouncement, Instant)>,
 }
 
 struct Conversation {
@@ -307,6 +310,39 @@ impl Engine for MemoryEngine {
         self.append_locked(&mut state, conversation_id, event)
     }
 
+    async fn append_text(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        offset: usize,
+        text: String,
+    ) -> EngineResult<TextAppend> {
+        let mut state = self.lock();
+        let conversation = state
+            .conversations
+            .get(&conversation_id)
+            .ok_or(EngineError::NotFound)?;
+        let content = conversation
+            .transcript
+            .message(message_id)
+            .map(|m| m.content.as_str())
+            .ok_or(EngineError::NotFound)?;
+        if content.len() != offset {
+            let already = content.len() == offset + text.len() && content.ends_with(text.as_str());
+            return if already {
+                Ok(TextAppend::AlreadyApplied)
+            } else {
+                Err(EngineError::Conflict(format!(
+                    "the reply has {} bytes, not {offset}",
+                    content.len()
+                )))
+            };
+        }
+        let event = Event::Delta { message_id, text };
+        self.append_locked(&mut state, conversation_id, event)
+            .map(TextAppend::Appended)
+    }
+
     async fn read(&self, conversation_id: Uuid, after_seq: u64) -> EngineResult<History> {
         let state = self.lock();
         let conversation = state
@@ -374,6 +410,38 @@ impl Engine for MemoryEngine {
     async fn unwatch(&self, conversation_id: Uuid) -> EngineResult<()> {
         self.lock().watched.remove(&conversation_id);
         Ok(())
+    }
+
+    async fn hold_generation(&self, _: Uuid, _: &str, _: Duration) -> EngineResult<()> {
+        // One node: every generation is local, nobody else needs to find it.
+        Ok(())
+    }
+
+    async fn release_generation(&self, _: Uuid) -> EngineResult<()> {
+        Ok(())
+    }
+
+    async fn stop_remote_generation(&self, _: Uuid) -> EngineResult<()> {
+        Ok(())
+    }
+
+    async fn announce_node(
+        &self,
+        announcement: NodeAnnouncement,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        self.lock().announcement = Some((announcement, Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn nodes(&self) -> EngineResult<Vec<NodeAnnouncement>> {
+        let state = self.lock();
+        Ok(state
+            .announcement
+            .iter()
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(announcement, _)| announcement.clone())
+            .collect())
     }
 
     fn take_bus(&self) -> Option<mpsc::UnboundedReceiver<BusMessage>> {

@@ -104,6 +104,26 @@ pub enum BusMessage {
     /// Live delivery may have missed events (the bus reconnected): every
     /// watcher must catch up from the log.
     CatchUp,
+    /// Another node recorded a cancel of a reply generated here: stop its
+    /// generation (and the upstream request) at once.
+    StopGeneration { message_id: Uuid },
+}
+
+/// The outcome of appending reply text at a known offset.
+#[derive(Debug, Clone)]
+pub enum TextAppend {
+    Appended(Appended),
+    /// The same text was already at that offset: an earlier attempt whose
+    /// answer was lost did append it, and nothing was appended twice.
+    AlreadyApplied,
+}
+
+/// What one node last announced about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeAnnouncement {
+    pub node_id: String,
+    /// The node's live actors, as `/admin/actors` lists them.
+    pub actors: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,6 +195,18 @@ pub trait Engine: Send + Sync + 'static {
     /// event is a `Conflict` and appends nothing.
     async fn append(&self, conversation_id: Uuid, event: Event) -> EngineResult<Appended>;
 
+    /// Appends a delta to a streaming reply whose text is `offset` bytes
+    /// long. A retry of an append whose answer was lost is recognised and not
+    /// applied twice; any other offset mismatch is a `Conflict` (someone else
+    /// wrote to this reply).
+    async fn append_text(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        offset: usize,
+        text: String,
+    ) -> EngineResult<TextAppend>;
+
     /// The log after `after_seq`.
     async fn read(&self, conversation_id: Uuid, after_seq: u64) -> EngineResult<History>;
 
@@ -187,6 +219,31 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Stops delivering this conversation's published events.
     async fn unwatch(&self, conversation_id: Uuid) -> EngineResult<()>;
+
+    /// Records that `node_id` generates this reply, for `ttl`; renewed while
+    /// it runs, so that cancels on other nodes reach it.
+    async fn hold_generation(
+        &self,
+        message_id: Uuid,
+        node_id: &str,
+        ttl: std::time::Duration,
+    ) -> EngineResult<()>;
+
+    /// Forgets that this reply is generated anywhere.
+    async fn release_generation(&self, message_id: Uuid) -> EngineResult<()>;
+
+    /// Asks the node generating this reply, if any other, to stop it.
+    async fn stop_remote_generation(&self, message_id: Uuid) -> EngineResult<()>;
+
+    /// Publishes this node's live actors, valid for `ttl`.
+    async fn announce_node(
+        &self,
+        announcement: NodeAnnouncement,
+        ttl: std::time::Duration,
+    ) -> EngineResult<()>;
+
+    /// The latest announcement of every node still alive.
+    async fn nodes(&self) -> EngineResult<Vec<NodeAnnouncement>>;
 
     /// The node's bus: every message for watched conversations. Handed out
     /// once, to the node's registry.

@@ -6,12 +6,17 @@
 //! stream, and with it the upstream request). Pieces arriving within the
 //! coalescing window are appended as one delta.
 //!
+//! Text is appended at a known byte offset, so a retried append whose answer
+//! was lost is never applied twice, and an unreachable log store only delays
+//! the text: it stays pending and is retried until the store answers.
+//!
 //! A retryable provider failure makes the actor fail; its supervisor restarts
 //! it, and the new attempt reads the text already published and continues
 //! after it. Any append that the log rejects means the reply was ended
 //! elsewhere (a cancel, a delete): the actor stops quietly.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -19,8 +24,8 @@ use tokio::task::JoinHandle;
 
 use super::GenerationSpec;
 use crate::actors::NodeContext;
-use crate::engine::EngineError;
-use crate::protocol::{ApiError, Event, MessageStatus, Usage};
+use crate::engine::{EngineError, TextAppend};
+use crate::protocol::{ApiError, Event, MessageStatus};
 use crate::providers::{ChatTurn, Completion, CompletionRequest, Provider, ProviderError};
 
 pub enum GenerationMsg {
@@ -28,11 +33,18 @@ pub enum GenerationMsg {
     Piece(Completion),
     /// The provider stream failed.
     ProviderFailed(ProviderError),
-    /// Append what the coalescing window gathered.
+    /// Append what is pending (the coalescing window closed, or a retry).
     Flush,
     /// Stop at once, keeping the text so far, and record `cancelled`.
     Cancel(RpcReplyPort<Result<(), ApiError>>),
+    /// Tell the cluster this node still generates the reply.
+    RenewLease,
 }
+
+/// How long this node's claim on a reply holds without renewal.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How soon an append refused by an unreachable log store is retried.
+const STORE_RETRY: Duration = Duration::from_millis(250);
 
 pub struct GenerationArgs {
     pub spec: GenerationSpec,
@@ -48,12 +60,14 @@ pub struct GenerationState {
     /// Set up in `pre_start`, taken by `post_start` to start streaming.
     request: Option<CompletionRequest>,
     stream_task: Option<JoinHandle<()>>,
+    lease_renewal: Option<JoinHandle<()>>,
     /// Text received but not yet appended.
     pending: String,
+    /// Bytes of the reply already in the log: where the next append goes.
+    published_len: usize,
+    /// The ending to record once all pending text is in.
+    ending: Option<Event>,
     flush_scheduled: bool,
-    /// Whether any text of this reply is in the log, from this attempt or an
-    /// earlier one.
-    published_any: bool,
 }
 
 impl Actor for Generation {
@@ -63,7 +77,7 @@ impl Actor for Generation {
 
     async fn pre_start(
         &self,
-        _: ActorRef<GenerationMsg>,
+        myself: ActorRef<GenerationMsg>,
         args: GenerationArgs,
     ) -> Result<GenerationState, ActorProcessingErr> {
         let GenerationArgs { spec, context } = args;
@@ -90,14 +104,21 @@ impl Actor for Generation {
                 .collect(),
             continue_from: reply.content.clone(),
         });
+        context
+            .engine
+            .hold_generation(spec.message_id, &context.node_id, LEASE_TTL)
+            .await?;
+        let lease_renewal = Some(myself.send_interval(LEASE_TTL / 3, || GenerationMsg::RenewLease));
         Ok(GenerationState {
-            published_any: !reply.content.is_empty(),
+            published_len: reply.content.len(),
             spec,
             context,
             provider,
             request,
             stream_task: None,
+            lease_renewal,
             pending: String::new(),
+            ending: None,
             flush_scheduled: false,
         })
     }
@@ -133,6 +154,17 @@ impl Actor for Generation {
         state: &mut GenerationState,
     ) -> Result<(), ActorProcessingErr> {
         state.stop_stream();
+        if let Some(renewal) = state.lease_renewal.take() {
+            renewal.abort();
+        }
+        if let Err(error) = state
+            .context
+            .engine
+            .release_generation(state.spec.message_id)
+            .await
+        {
+            tracing::debug!(message_id = %state.spec.message_id, %error, "lease not released; it expires");
+        }
         Ok(())
     }
 
@@ -147,30 +179,33 @@ impl Actor for Generation {
                 state.pending.push_str(&text);
                 let window = state.context.settings.coalesce();
                 if window.is_zero() {
-                    state.flush(&myself).await?;
-                } else if !state.flush_scheduled {
-                    state.flush_scheduled = true;
-                    myself.send_after(window, || GenerationMsg::Flush);
+                    state.flush(&myself).await;
+                } else {
+                    state.schedule_flush(&myself, window);
                 }
             }
             GenerationMsg::Flush => {
                 state.flush_scheduled = false;
-                state.flush(&myself).await?;
+                state.flush(&myself).await;
             }
             GenerationMsg::Piece(Completion::Finished {
                 finish_reason,
                 usage,
             }) => {
-                state.finish(&myself, finish_reason, usage).await?;
+                state.ending = Some(Event::Done {
+                    message_id: state.spec.message_id,
+                    finish_reason,
+                    usage,
+                });
+                state.flush(&myself).await;
             }
             GenerationMsg::ProviderFailed(error) => {
                 state.stop_stream();
-                if !state.flush(&myself).await? {
-                    return Ok(());
-                }
-                let can_resume = !state.published_any || state.provider.can_continue();
+                let can_resume =
+                    state.published_len + state.pending.len() == 0 || state.provider.can_continue();
                 if error.retryable && can_resume {
-                    // Fail, so that the supervisor restarts the reply.
+                    // Whatever is pending is generated again by the next
+                    // attempt, which continues from the published text.
                     return Err(Box::new(error));
                 }
                 let reason = if error.retryable {
@@ -178,125 +213,117 @@ impl Actor for Generation {
                 } else {
                     error.message
                 };
-                let message_id = state.spec.message_id;
-                state
-                    .end(
-                        &myself,
-                        Event::Failed {
-                            message_id,
-                            error: reason,
-                        },
-                    )
-                    .await?;
+                state.ending = Some(Event::Failed {
+                    message_id: state.spec.message_id,
+                    error: reason,
+                });
+                state.flush(&myself).await;
             }
             GenerationMsg::Cancel(reply) => {
                 state.stop_stream();
                 let message_id = state.spec.message_id;
+                state.ending = Some(Event::Cancelled { message_id });
                 let result = match state.flush(&myself).await {
-                    Ok(true) => state
-                        .append(Event::Cancelled { message_id })
-                        .await
-                        .map_err(|e| match e {
-                            EngineError::Conflict(_) | EngineError::NotFound => {
-                                ApiError::conflict("the reply is no longer streaming")
-                            }
-                            other => other.into_api("message"),
-                        }),
-                    Ok(false) => Err(ApiError::conflict("the reply is no longer streaming")),
-                    Err(error) => Err(ApiError::unavailable(error)),
+                    Flushed::Ended => Ok(()),
+                    Flushed::EndedElsewhere => {
+                        Err(ApiError::conflict("the reply is no longer streaming"))
+                    }
+                    // Recorded as soon as the store answers; not acknowledged yet.
+                    Flushed::Deferred => {
+                        Err(ApiError::unavailable("the log store is unavailable, retry"))
+                    }
                 };
                 metrics::counter!("chatstream_generations_cancelled_total").increment(1);
-                let unavailable =
-                    matches!(&result, Err(e) if e.code == crate::protocol::ErrorCode::Unavailable);
                 let _ = reply.send(result);
-                if unavailable {
-                    // Nothing was recorded: the reply must not be left streaming
-                    // with no generation, so the supervisor restarts it.
-                    return Err("the log store is unavailable".into());
+            }
+            GenerationMsg::RenewLease => {
+                let engine = &state.context.engine;
+                if let Err(error) = engine
+                    .hold_generation(state.spec.message_id, &state.context.node_id, LEASE_TTL)
+                    .await
+                {
+                    tracing::warn!(message_id = %state.spec.message_id, %error, "lease renewal failed");
                 }
-                myself.stop(Some("cancelled".into()));
             }
         }
         Ok(())
     }
 }
 
+/// What a flush achieved.
+enum Flushed {
+    /// Everything pending is in the log, the ending too: the actor stops.
+    Ended,
+    /// The log refused the reply's text: it was ended elsewhere (a cancel, a
+    /// delete); the actor stops.
+    EndedElsewhere,
+    /// Some is still pending: text still streaming, or a retry is scheduled.
+    Deferred,
+}
+
 impl GenerationState {
-    /// Appends the pending text. `Ok(false)` when the log refused it: the
-    /// reply ended elsewhere and this actor is stopping. An unreachable log
-    /// store is an error: the actor fails and its supervisor restarts the
-    /// reply from what was published, so the unpublished text is generated
-    /// again rather than lost.
-    async fn flush(
-        &mut self,
-        myself: &ActorRef<GenerationMsg>,
-    ) -> Result<bool, ActorProcessingErr> {
-        if self.pending.is_empty() {
-            return Ok(true);
+    /// Appends the pending text, then the ending once there is one and no
+    /// text is left.
+    async fn flush(&mut self, myself: &ActorRef<GenerationMsg>) -> Flushed {
+        let engine = &self.context.engine;
+        let (conversation_id, message_id) = (self.spec.conversation_id, self.spec.message_id);
+        if !self.pending.is_empty() {
+            let text = self.pending.clone();
+            match engine
+                .append_text(conversation_id, message_id, self.published_len, text)
+                .await
+            {
+                Ok(TextAppend::Appended(_) | TextAppend::AlreadyApplied) => {
+                    self.published_len += self.pending.len();
+                    self.pending.clear();
+                }
+                Err(EngineError::Conflict(_) | EngineError::NotFound) => {
+                    self.stop(myself, "the reply ended elsewhere");
+                    return Flushed::EndedElsewhere;
+                }
+                Err(error) => return self.retry_later(myself, error),
+            }
         }
-        let event = Event::Delta {
-            message_id: self.spec.message_id,
-            text: std::mem::take(&mut self.pending),
+        let Some(ending) = self.ending.clone() else {
+            return Flushed::Deferred;
         };
-        match self.append(event).await {
-            Ok(()) => {
-                self.published_any = true;
-                Ok(true)
-            }
-            Err(EngineError::Conflict(_) | EngineError::NotFound) => {
-                self.stop_stream();
-                myself.stop(Some("the reply ended elsewhere".into()));
-                Ok(false)
-            }
-            Err(error) => Err(Box::new(error)),
-        }
-    }
-
-    async fn finish(
-        &mut self,
-        myself: &ActorRef<GenerationMsg>,
-        finish_reason: String,
-        usage: Option<Usage>,
-    ) -> Result<(), ActorProcessingErr> {
-        if !self.flush(myself).await? {
-            return Ok(());
-        }
-        self.end(
-            myself,
-            Event::Done {
-                message_id: self.spec.message_id,
-                finish_reason,
-                usage,
-            },
-        )
-        .await
-    }
-
-    /// Appends the reply's ending and stops.
-    async fn end(
-        &mut self,
-        myself: &ActorRef<GenerationMsg>,
-        event: Event,
-    ) -> Result<(), ActorProcessingErr> {
-        let outcome = match &event {
+        let outcome = match &ending {
             Event::Done { .. } => "done",
+            Event::Cancelled { .. } => "cancelled",
             _ => "failed",
         };
-        match self.append(event).await {
-            Ok(()) | Err(EngineError::Conflict(_) | EngineError::NotFound) => {}
-            Err(error) => return Err(Box::new(error)),
+        match engine.append(conversation_id, ending).await {
+            Ok(_) => {
+                metrics::counter!("chatstream_generations_ended_total", "outcome" => outcome)
+                    .increment(1);
+                self.stop(myself, outcome);
+                Flushed::Ended
+            }
+            Err(EngineError::Conflict(_) | EngineError::NotFound) => {
+                self.stop(myself, "the reply ended elsewhere");
+                Flushed::EndedElsewhere
+            }
+            Err(error) => self.retry_later(myself, error),
         }
-        metrics::counter!("chatstream_generations_ended_total", "outcome" => outcome).increment(1);
-        myself.stop(Some(outcome.into()));
-        Ok(())
     }
 
-    async fn append(&self, event: Event) -> Result<(), EngineError> {
-        self.context
-            .engine
-            .append(self.spec.conversation_id, event)
-            .await
-            .map(|_| ())
+    fn retry_later(&mut self, myself: &ActorRef<GenerationMsg>, error: EngineError) -> Flushed {
+        tracing::warn!(message_id = %self.spec.message_id, %error, "append failed, retrying");
+        metrics::counter!("chatstream_append_retries_total").increment(1);
+        self.schedule_flush(myself, STORE_RETRY);
+        Flushed::Deferred
+    }
+
+    fn schedule_flush(&mut self, myself: &ActorRef<GenerationMsg>, after: Duration) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            myself.send_after(after, || GenerationMsg::Flush);
+        }
+    }
+
+    fn stop(&mut self, myself: &ActorRef<GenerationMsg>, reason: &str) {
+        self.stop_stream();
+        myself.stop(Some(reason.into()));
     }
 
     fn stop_stream(&mut self) {

@@ -119,11 +119,21 @@ impl Actor for Generations {
                         }
                     }
                 }
-                // Not running here (or between attempts): record it directly;
-                // a Generation that appends later finds the reply ended.
+                // Not running here (or between attempts): record it directly,
+                // then stop the generation wherever it runs. A Generation that
+                // appends later finds the reply ended.
                 None => {
                     state.replies.remove(&message_id);
                     let result = state.record_cancel(conversation_id, message_id).await;
+                    if result.is_ok()
+                        && let Err(error) = state
+                            .context
+                            .engine
+                            .stop_remote_generation(message_id)
+                            .await
+                    {
+                        tracing::warn!(%message_id, %error, "could not reach the generating node; it stops at its next append");
+                    }
                     let _ = reply.send(result);
                 }
             },
