@@ -71,6 +71,10 @@ pub struct Settings {
     #[arg(long, env = "HISTORY_SIZE", default_value_t = 10_000)]
     pub history_size: usize,
 
+    /// How long a conversation is kept in Redis after its last turn, in seconds.
+    #[arg(long, env = "CONVERSATION_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub conversation_ttl_secs: u64,
+
     /// Tokens arriving within this window are appended as one delta.
     #[arg(long, env = "COALESCE_MS", default_value_t = 5)]
     pub coalesce_ms: u64,

@@ -18,7 +18,7 @@ use crate::actors::directory::ActorDirectory;
 use crate::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
 use crate::auth::Auth;
 use crate::config::Settings;
-use crate::engine::{Engine, MemoryEngine};
+use crate::engine::{Engine, MemoryEngine, RedisEngine};
 use crate::http::{self, AppState};
 use crate::providers::{DemoProvider, Providers};
 
@@ -33,11 +33,19 @@ pub struct Node {
 
 impl Node {
     /// Starts a node with the engine its settings choose.
-    pub async fn start(settings: Settings) -> anyhow::Result<Node> {
+    pub async fn start(mut settings: Settings) -> anyhow::Result<Node> {
+        let node_id = settings.node_id.get_or_insert_with(random_node_id).clone();
         let engine: Arc<dyn Engine> = match &settings.redis_url {
             None => Arc::new(MemoryEngine::new(settings.history_size)),
-            Some(_) => anyhow::bail!(
-                "REDIS_URL is set, but this build only has the embedded memory engine"
+            Some(url) => Arc::new(
+                RedisEngine::connect(
+                    url,
+                    &node_id,
+                    settings.history_size,
+                    Duration::from_secs(settings.conversation_ttl_secs),
+                )
+                .await
+                .with_context(|| format!("connecting to Redis at {url}"))?,
             ),
         };
         Node::start_with(settings, engine, default_providers).await
@@ -50,10 +58,7 @@ impl Node {
         engine: Arc<dyn Engine>,
         providers: impl FnOnce(&Settings) -> Providers,
     ) -> anyhow::Result<Node> {
-        let node_id = settings
-            .node_id
-            .clone()
-            .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]));
+        let node_id = settings.node_id.clone().unwrap_or_else(random_node_id);
         let auth_secret = settings.auth_secret.clone().unwrap_or_else(|| {
             tracing::warn!("AUTH_SECRET is not set: using a random secret; set the same AUTH_SECRET on every node of a cluster");
             random_secret()
@@ -151,6 +156,10 @@ pub fn default_providers(settings: &Settings) -> Providers {
         settings.demo_reply_tokens,
     );
     Providers::new(settings.default_model.clone()).with("demo", Arc::new(demo))
+}
+
+fn random_node_id() -> String {
+    format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..6])
 }
 
 fn random_secret() -> String {

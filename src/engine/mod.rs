@@ -7,6 +7,7 @@
 //! the same behaviour.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::protocol::{
 };
 
 pub use memory::MemoryEngine;
+pub use redis::RedisEngine;
 
 /// What the engine knows of a conversation besides its log.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,7 +194,8 @@ pub trait Engine: Send + Sync + 'static {
     async fn start_turn(&self, request: TurnRequest) -> EngineResult<Turn>;
 
     /// Appends one event if it applies (see `Transcript::check`); a rejected
-    /// event is a `Conflict` and appends nothing.
+    /// event is a `Conflict` and appends nothing. `Message` events are added
+    /// by `start_turn` only.
     async fn append(&self, conversation_id: Uuid, event: Event) -> EngineResult<Appended>;
 
     /// Appends a delta to a streaming reply whose text is `offset` bytes

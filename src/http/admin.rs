@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{AppState, HttpError, bearer};
@@ -46,9 +47,16 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
+#[derive(Deserialize)]
+struct ActorsQuery {
+    #[serde(default)]
+    scope: Option<String>,
+}
+
 async fn actors(
     state: web::Data<AppState>,
     request: HttpRequest,
+    query: web::Query<ActorsQuery>,
 ) -> Result<HttpResponse, HttpError> {
     match bearer(&request) {
         None => return Err(ApiError::new(ErrorCode::Unauthorized, "missing bearer token").into()),
@@ -57,10 +65,34 @@ async fn actors(
         }
         Some(_) => {}
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "node_id": state.context.node_id,
-        "actors": state.context.directory.list(),
-    })))
+    let node_id = &state.context.node_id;
+    let actors = state.context.directory.list();
+    match query.scope.as_deref() {
+        None | Some("node") => {
+            Ok(HttpResponse::Ok().json(json!({"node_id": node_id, "actors": actors})))
+        }
+        Some("cluster") => {
+            let announced = state
+                .context
+                .engine
+                .nodes()
+                .await
+                .map_err(|e| e.into_api("cluster"))?;
+            // This node answers with its live list rather than its last announcement.
+            let mut nodes = vec![json!({"node_id": node_id, "actors": actors})];
+            nodes.extend(
+                announced
+                    .into_iter()
+                    .filter(|n| &n.node_id != node_id)
+                    .map(|n| json!({"node_id": n.node_id, "actors": n.actors})),
+            );
+            Ok(HttpResponse::Ok().json(json!({"node_id": node_id, "nodes": nodes})))
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unknown scope {other:?}; use node or cluster"
+        ))
+        .into()),
+    }
 }
 
 /// Compares secrets without revealing where they differ through timing.

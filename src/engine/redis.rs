@@ -1,0 +1,914 @@
+//! The Redis engine: any number of nodes share one truth.
+//!
+//! Every change to a conversation is one Lua script (`redis.lua`): the seq is
+//! incremented, the event added to the conversation's stream, the materialized
+//! state updated and the event published, atomically, so that history and live
+//! delivery cannot disagree. Keys carry the conversation's hash tag
+//! (`cs:{<id>}:…`) so that Redis Cluster keeps each conversation in one slot.
+//!
+//! One RESP3 connection manager carries commands and subscriptions; it
+//! reconnects and resubscribes by itself. Pub/sub is at-most-once, so after a
+//! disconnection every watcher is told to catch up from the log.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, PushInfo, PushKind, RedisError, Script, Value};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{
+    Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
+    MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
+};
+use crate::protocol::{Event, LogEntry, Message, MessageStatus, Role, TurnAck};
+
+/// How long a `client_msg_id` is remembered (the contract asks for 24 hours).
+const TURN_MEMORY: Duration = Duration::from_secs(48 * 3600);
+/// How long a first send may take before a concurrent resend stops waiting.
+const TURN_CLAIM: Duration = Duration::from_secs(30);
+/// How often the connection is checked, and catch-ups repeated after an outage.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// Catch-ups sent after an outage: the first may run before the automatic
+/// resubscription completes; later ones cover that window.
+const CATCH_UPS_AFTER_OUTAGE: u8 = 3;
+
+pub struct RedisEngine {
+    node_id: String,
+    connection: ConnectionManager,
+    script: Script,
+    release_script: Script,
+    /// Log entries kept per conversation.
+    history_size: usize,
+    /// Lifetime of a conversation after its last turn.
+    conversation_ttl: Duration,
+    bus_receiver: Mutex<Option<mpsc::UnboundedReceiver<BusMessage>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RedisEngine {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn meta_keys(conversation_id: Uuid) -> [String; 4] {
+    ["meta", "log", "msgs", "order"].map(|part| format!("cs:{{{conversation_id}}}:{part}"))
+}
+
+fn events_channel(conversation_id: Uuid) -> String {
+    format!("cs:{{{conversation_id}}}:events")
+}
+
+fn node_channel(node_id: &str) -> String {
+    format!("cs:node:{node_id}")
+}
+
+fn user_key(user: Uuid) -> String {
+    format!("cs:user:{user}:conversations")
+}
+
+fn message_key(message_id: Uuid) -> String {
+    format!("cs:msg:{message_id}")
+}
+
+fn turn_key(user: Uuid, client_msg_id: Uuid) -> String {
+    format!("cs:turn:{user}:{client_msg_id}")
+}
+
+fn generation_key(message_id: Uuid) -> String {
+    format!("cs:gen:{message_id}")
+}
+
+fn announcement_key(node_id: &str) -> String {
+    format!("cs:node:{node_id}:actors")
+}
+
+const NODES_KEY: &str = "cs:nodes";
+
+fn now_iso() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A `send` remembered by its `client_msg_id`.
+#[derive(Serialize, Deserialize)]
+struct RememberedTurn {
+    content: String,
+    requested_conversation: Option<Uuid>,
+    ack: TurnAck,
+    user_seq: u64,
+}
+
+/// A message published on a conversation channel.
+#[derive(Deserialize)]
+struct Publication {
+    #[serde(default)]
+    epoch: Option<String>,
+    #[serde(default)]
+    entry: Option<LogEntry>,
+    #[serde(default)]
+    deleted: bool,
+}
+
+/// A message published on a node's control channel.
+#[derive(Serialize, Deserialize)]
+struct Control {
+    stop: Uuid,
+}
+
+fn map_error(error: RedisError) -> EngineError {
+    let detail = error.detail().unwrap_or_default().to_owned();
+    match error.code() {
+        Some("NOTFOUND") => EngineError::NotFound,
+        Some("FORBIDDEN") => EngineError::Forbidden,
+        Some("CONFLICT") => EngineError::Conflict(detail),
+        Some("LOADING") | Some("BUSY") | Some("MASTERDOWN") | Some("TRYAGAIN") => {
+            EngineError::Unavailable(error.to_string())
+        }
+        _ if error.is_io_error()
+            || error.is_timeout()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_unrecoverable_error() =>
+        {
+            EngineError::Unavailable(error.to_string())
+        }
+        _ => EngineError::Internal(error.to_string()),
+    }
+}
+
+fn internal(what: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(what.to_string())
+}
+
+impl RedisEngine {
+    /// Connects to `url` (RESP3 is switched on), subscribes to this node's
+    /// control channel and starts watching the connection's health.
+    pub async fn connect(
+        url: &str,
+        node_id: &str,
+        history_size: usize,
+        conversation_ttl: Duration,
+    ) -> Result<RedisEngine, RedisError> {
+        let url = if url.contains("protocol=") {
+            url.to_owned()
+        } else if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}?protocol=resp3")
+        };
+        let client = redis::Client::open(url)?;
+        let (push_sender, push_receiver) = mpsc::unbounded_channel();
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(push_sender)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_max_delay(Duration::from_secs(1));
+        let mut connection = client.get_connection_manager_with_config(config).await?;
+        connection.subscribe(node_channel(node_id)).await?;
+        let (bus, bus_receiver) = mpsc::unbounded_channel();
+        let (outage_sender, outage_receiver) = mpsc::unbounded_channel();
+        let tasks = vec![
+            tokio::spawn(route_pushes(push_receiver, bus.clone(), outage_sender)),
+            tokio::spawn(watch_health(connection.clone(), bus, outage_receiver)),
+        ];
+        Ok(RedisEngine {
+            node_id: node_id.to_owned(),
+            connection,
+            script: Script::new(include_str!("redis.lua")),
+            release_script: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+            ),
+            history_size: history_size.max(1),
+            conversation_ttl,
+            bus_receiver: Mutex::new(Some(bus_receiver)),
+            tasks,
+        })
+    }
+
+    /// Runs one operation of the conversation script; the common arguments
+    /// come first, then `args`.
+    async fn run(
+        &self,
+        conversation_id: Uuid,
+        op: &str,
+        args: &[&str],
+    ) -> EngineResult<Vec<String>> {
+        let mut invocation = self.script.prepare_invoke();
+        for key in meta_keys(conversation_id) {
+            invocation.key(key);
+        }
+        invocation
+            .arg(op)
+            .arg(now_iso())
+            .arg(self.history_size)
+            .arg(self.conversation_ttl.as_secs().max(1))
+            .arg(events_channel(conversation_id));
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut connection = self.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(map_error)
+    }
+
+    /// Reads what `log_event` answers: seq, entry, epoch.
+    fn appended(result: &[String]) -> EngineResult<Appended> {
+        let [_, entry, epoch] = result else {
+            return Err(internal("short reply"));
+        };
+        let entry: LogEntry = serde_json::from_str(entry).map_err(internal)?;
+        Ok(Appended {
+            epoch: epoch.as_str().into(),
+            entry: entry.into(),
+        })
+    }
+
+    async fn epoch_of(&self, conversation_id: Uuid) -> EngineResult<String> {
+        let mut connection = self.connection.clone();
+        let epoch: Option<String> = connection
+            .hget(&meta_keys(conversation_id)[0], "epoch")
+            .await
+            .map_err(map_error)?;
+        epoch.ok_or(EngineError::NotFound)
+    }
+
+    /// Claims a `client_msg_id`, or answers the turn it already started.
+    async fn claim_turn(
+        &self,
+        request: &TurnRequest,
+        client_msg_id: Uuid,
+    ) -> EngineResult<Option<Turn>> {
+        let key = turn_key(request.user, client_msg_id);
+        let mut connection = self.connection.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let claimed: bool = redis::cmd("SET")
+                .arg(&key)
+                .arg("pending")
+                .arg("NX")
+                .arg("EX")
+                .arg(TURN_CLAIM.as_secs())
+                .query_async::<Option<String>>(&mut connection)
+                .await
+                .map_err(map_error)?
+                .is_some();
+            if claimed {
+                return Ok(None);
+            }
+            let current: Option<String> = connection.get(&key).await.map_err(map_error)?;
+            match current.as_deref() {
+                // The first send is still being recorded, on this node or another.
+                Some("pending") | None => {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(EngineError::Unavailable(
+                            "the first send with this client_msg_id is still being processed"
+                                .into(),
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Some(json) => {
+                    let first: RememberedTurn = serde_json::from_str(json).map_err(internal)?;
+                    let same_conversation = request.conversation_id.is_none_or(|id| {
+                        Some(id) == first.requested_conversation || id == first.ack.conversation_id
+                    });
+                    if first.content != request.content || !same_conversation {
+                        return Err(EngineError::Conflict(
+                            "client_msg_id was already used for a different message".into(),
+                        ));
+                    }
+                    let epoch = self.epoch_of(first.ack.conversation_id).await?;
+                    return Ok(Some(Turn {
+                        ack: first.ack,
+                        epoch: epoch.into(),
+                        user_seq: first.user_seq,
+                        started: false,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Turns pushes into bus messages; a disconnection is reported as an outage.
+async fn route_pushes(
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    bus: mpsc::UnboundedSender<BusMessage>,
+    outages: mpsc::UnboundedSender<()>,
+) {
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::Disconnection => {
+                let _ = outages.send(());
+            }
+            PushKind::Message => {
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (push.data.first(), push.data.get(1))
+                else {
+                    continue;
+                };
+                let channel = String::from_utf8_lossy(channel);
+                if let Some(message) = parse_publication(&channel, payload) {
+                    let _ = bus.send(message);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn parse_publication(channel: &str, payload: &[u8]) -> Option<BusMessage> {
+    if let Some(id) = channel
+        .strip_prefix("cs:{")
+        .and_then(|rest| rest.strip_suffix("}:events"))
+    {
+        let conversation_id = id.parse().ok()?;
+        let publication: Publication = serde_json::from_slice(payload).ok()?;
+        if publication.deleted {
+            return Some(BusMessage::Deleted { conversation_id });
+        }
+        return Some(BusMessage::Published {
+            conversation_id,
+            epoch: publication.epoch?.into(),
+            entry: publication.entry?.into(),
+        });
+    }
+    let control: Control = serde_json::from_slice(payload).ok()?;
+    Some(BusMessage::StopGeneration {
+        message_id: control.stop,
+    })
+}
+
+/// Pings Redis every second. After an outage (a failed ping or a reported
+/// disconnection), each of the next successful pings tells every watcher to
+/// catch up from the log.
+async fn watch_health(
+    mut connection: ConnectionManager,
+    bus: mpsc::UnboundedSender<BusMessage>,
+    mut outages: mpsc::UnboundedReceiver<()>,
+) {
+    let mut catch_ups_owed = 0u8;
+    let mut tick = tokio::time::interval(HEALTH_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            outage = outages.recv() => {
+                if outage.is_none() {
+                    return;
+                }
+                catch_ups_owed = CATCH_UPS_AFTER_OUTAGE;
+                continue;
+            }
+        }
+        let ping: Result<String, _> = redis::cmd("PING").query_async(&mut connection).await;
+        if ping.is_err() {
+            catch_ups_owed = CATCH_UPS_AFTER_OUTAGE;
+        } else if catch_ups_owed > 0 {
+            catch_ups_owed -= 1;
+            if bus.send(BusMessage::CatchUp).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn message_event_json(message: &Message) -> EngineResult<(String, String)> {
+    let mut stored = message.clone();
+    stored.content = String::new();
+    let stored = serde_json::to_string(&stored).map_err(internal)?;
+    let event = serde_json::to_string(&Event::Message {
+        message: message.clone(),
+    })
+    .map_err(internal)?;
+    Ok((stored, event))
+}
+
+fn parse_time(text: &str) -> EngineResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(internal)
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> EngineResult<()> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(map_error)
+    }
+
+    async fn create_conversation(
+        &self,
+        owner: Uuid,
+        title: Option<String>,
+    ) -> EngineResult<ConversationInfo> {
+        let id = Uuid::new_v4();
+        let title_arg = title.as_ref().map(|t| format!("T{t}")).unwrap_or_default();
+        let mut connection = self.connection.clone();
+        let _: () = connection
+            .sadd(user_key(owner), id.to_string())
+            .await
+            .map_err(map_error)?;
+        self.run(
+            id,
+            "create",
+            &[&owner.to_string(), &title_arg, &new_epoch()],
+        )
+        .await?;
+        self.conversation(id).await?.ok_or(EngineError::NotFound)
+    }
+
+    async fn conversation(&self, id: Uuid) -> EngineResult<Option<ConversationInfo>> {
+        let mut connection = self.connection.clone();
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&meta_keys(id)[0])
+            .arg(&["owner", "title", "created_at", "updated_at"])
+            .query_async(&mut connection)
+            .await
+            .map_err(map_error)?;
+        let [Some(owner), title, Some(created_at), Some(updated_at)] =
+            <[Option<String>; 4]>::try_from(fields).map_err(|_| internal("short reply"))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ConversationInfo {
+            id,
+            owner: owner.parse().map_err(internal)?,
+            title,
+            created_at: parse_time(&created_at)?,
+            updated_at: parse_time(&updated_at)?,
+        }))
+    }
+
+    async fn list_conversations(&self, owner: Uuid) -> EngineResult<Vec<ConversationInfo>> {
+        let mut connection = self.connection.clone();
+        let ids: Vec<String> = connection
+            .smembers(user_key(owner))
+            .await
+            .map_err(map_error)?;
+        let mut list = Vec::new();
+        for id in ids {
+            let Ok(id) = id.parse::<Uuid>() else { continue };
+            match self.conversation(id).await? {
+                Some(info) if info.owner == owner => list.push(info),
+                // Expired or deleted: forget it here too.
+                _ => {
+                    let _: () = connection
+                        .srem(user_key(owner), id.to_string())
+                        .await
+                        .map_err(map_error)?;
+                }
+            }
+        }
+        list.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
+        Ok(list)
+    }
+
+    async fn delete_conversation(&self, id: Uuid) -> EngineResult<()> {
+        let owner = self.conversation(id).await?.map(|info| info.owner);
+        let removed = self.run(id, "delete", &[]).await?;
+        let mut pipe = redis::pipe();
+        for item in &removed {
+            if let Some(message_id) = item.strip_prefix('m') {
+                pipe.del(format!("cs:msg:{message_id}")).ignore();
+            } else if let Some(member) = item.strip_prefix('t') {
+                pipe.del(format!("cs:turn:{member}")).ignore();
+            }
+        }
+        if let Some(owner) = owner {
+            pipe.srem(user_key(owner), id.to_string()).ignore();
+        }
+        let mut connection = self.connection.clone();
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn start_turn(&self, request: TurnRequest) -> EngineResult<Turn> {
+        if let Some(client_msg_id) = request.client_msg_id
+            && let Some(first) = self.claim_turn(&request, client_msg_id).await?
+        {
+            return Ok(first);
+        }
+        let result = self.record_turn(&request).await;
+        if let (Err(_), Some(client_msg_id)) = (&result, request.client_msg_id) {
+            let mut connection = self.connection.clone();
+            let _: Result<(), _> = connection.del(turn_key(request.user, client_msg_id)).await;
+        }
+        result
+    }
+
+    async fn append(&self, conversation_id: Uuid, event: Event) -> EngineResult<Appended> {
+        let message_id = event.message_id().to_string();
+        let event_json = serde_json::to_string(&event).map_err(internal)?;
+        let result = match &event {
+            Event::Message { .. } => {
+                return Err(internal("messages are added by start_turn"));
+            }
+            Event::Delta { text, .. } => {
+                self.run(
+                    conversation_id,
+                    "append",
+                    &["delta", &message_id, &event_json, "-1", text],
+                )
+                .await?
+            }
+            Event::Done { .. } => {
+                self.run(
+                    conversation_id,
+                    "append",
+                    &["done", &message_id, &event_json, "complete", ""],
+                )
+                .await?
+            }
+            Event::Cancelled { .. } => {
+                self.run(
+                    conversation_id,
+                    "append",
+                    &["cancelled", &message_id, &event_json, "cancelled", ""],
+                )
+                .await?
+            }
+            Event::Failed { error, .. } => {
+                let error = format!("E{error}");
+                self.run(
+                    conversation_id,
+                    "append",
+                    &["failed", &message_id, &event_json, "failed", &error],
+                )
+                .await?
+            }
+        };
+        Self::appended(&result)
+    }
+
+    async fn append_text(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        offset: usize,
+        text: String,
+    ) -> EngineResult<TextAppend> {
+        let event = Event::Delta { message_id, text };
+        let event_json = serde_json::to_string(&event).map_err(internal)?;
+        let Event::Delta { text, .. } = event else {
+            unreachable!("built just above")
+        };
+        let result = self
+            .run(
+                conversation_id,
+                "append",
+                &[
+                    "delta",
+                    &message_id.to_string(),
+                    &event_json,
+                    &offset.to_string(),
+                    &text,
+                ],
+            )
+            .await?;
+        if result.first().map(String::as_str) == Some("applied") {
+            return Ok(TextAppend::AlreadyApplied);
+        }
+        Self::appended(&result).map(TextAppend::Appended)
+    }
+
+    async fn read(&self, conversation_id: Uuid, after_seq: u64) -> EngineResult<History> {
+        let after = after_seq.min(i64::MAX as u64).to_string();
+        let result = self.run(conversation_id, "read", &[&after]).await?;
+        let [epoch, head, kept, entries @ ..] = result.as_slice() else {
+            return Err(internal("short reply"));
+        };
+        let entries = if kept == "kept" {
+            let parsed: Result<Vec<LogEntry>, _> =
+                entries.iter().map(|e| serde_json::from_str(e)).collect();
+            Some(
+                parsed
+                    .map_err(internal)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        Ok(History {
+            epoch: epoch.as_str().into(),
+            head: head.parse().map_err(internal)?,
+            entries,
+        })
+    }
+
+    async fn snapshot(&self, conversation_id: Uuid) -> EngineResult<Snapshot> {
+        let result = self.run(conversation_id, "snapshot", &[]).await?;
+        let [
+            epoch,
+            seq,
+            owner,
+            title,
+            created_at,
+            updated_at,
+            messages @ ..,
+        ] = result.as_slice()
+        else {
+            return Err(internal("short reply"));
+        };
+        let messages = messages
+            .chunks_exact(2)
+            .map(|pair| {
+                let mut message: Message = serde_json::from_str(&pair[0]).map_err(internal)?;
+                message.content = pair[1].clone();
+                Ok(message)
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        Ok(Snapshot {
+            info: ConversationInfo {
+                id: conversation_id,
+                owner: owner.parse().map_err(internal)?,
+                title: title.strip_prefix('T').map(str::to_owned),
+                created_at: parse_time(created_at)?,
+                updated_at: parse_time(updated_at)?,
+            },
+            epoch: epoch.as_str().into(),
+            seq: seq.parse().map_err(internal)?,
+            messages,
+        })
+    }
+
+    async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>> {
+        let mut connection = self.connection.clone();
+        let conversation: Option<String> = connection
+            .get(message_key(message_id))
+            .await
+            .map_err(map_error)?;
+        let Some(conversation_id) = conversation.and_then(|c| c.parse::<Uuid>().ok()) else {
+            return Ok(None);
+        };
+        let keys = meta_keys(conversation_id);
+        let (owner, stored): (Option<String>, Option<String>) = redis::pipe()
+            .hget(&keys[0], "owner")
+            .hget(&keys[2], message_id.to_string())
+            .query_async(&mut connection)
+            .await
+            .map_err(map_error)?;
+        let (Some(owner), Some(stored)) = (owner, stored) else {
+            return Ok(None);
+        };
+        #[derive(Deserialize)]
+        struct Stored {
+            role: Role,
+            status: MessageStatus,
+        }
+        let stored: Stored = serde_json::from_str(&stored).map_err(internal)?;
+        Ok(Some(MessageInfo {
+            conversation_id,
+            owner: owner.parse().map_err(internal)?,
+            role: stored.role,
+            status: stored.status,
+        }))
+    }
+
+    async fn watch(&self, conversation_id: Uuid) -> EngineResult<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .subscribe(events_channel(conversation_id))
+            .await
+            .map_err(map_error)
+    }
+
+    async fn unwatch(&self, conversation_id: Uuid) -> EngineResult<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .unsubscribe(events_channel(conversation_id))
+            .await
+            .map_err(map_error)
+    }
+
+    async fn hold_generation(
+        &self,
+        message_id: Uuid,
+        node_id: &str,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .pset_ex(generation_key(message_id), node_id, ttl.as_millis() as u64)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn release_generation(&self, message_id: Uuid) -> EngineResult<()> {
+        let mut connection = self.connection.clone();
+        self.release_script
+            .key(generation_key(message_id))
+            .arg(&self.node_id)
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(map_error)
+    }
+
+    async fn stop_remote_generation(&self, message_id: Uuid) -> EngineResult<()> {
+        let mut connection = self.connection.clone();
+        let owner: Option<String> = connection
+            .get(generation_key(message_id))
+            .await
+            .map_err(map_error)?;
+        if let Some(owner) = owner {
+            let control = serde_json::to_string(&Control { stop: message_id }).map_err(internal)?;
+            let _: () = connection
+                .publish(node_channel(&owner), control)
+                .await
+                .map_err(map_error)?;
+        }
+        Ok(())
+    }
+
+    async fn announce_node(
+        &self,
+        announcement: NodeAnnouncement,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        let expires = Utc::now().timestamp_millis() + ttl.as_millis() as i64;
+        let mut connection = self.connection.clone();
+        redis::pipe()
+            .pset_ex(
+                announcement_key(&announcement.node_id),
+                announcement.actors.to_string(),
+                ttl.as_millis() as u64,
+            )
+            .ignore()
+            .zadd(NODES_KEY, &announcement.node_id, expires)
+            .ignore()
+            .zrembyscore(NODES_KEY, "-inf", Utc::now().timestamp_millis())
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn nodes(&self) -> EngineResult<Vec<NodeAnnouncement>> {
+        let mut connection = self.connection.clone();
+        let now = Utc::now().timestamp_millis();
+        let ids: Vec<String> = connection
+            .zrangebyscore(NODES_KEY, now, "+inf")
+            .await
+            .map_err(map_error)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| announcement_key(id)).collect();
+        let actors: Vec<Option<String>> = connection.mget(&keys).await.map_err(map_error)?;
+        let mut by_node: HashMap<String, serde_json::Value> = HashMap::new();
+        for (id, actors) in ids.into_iter().zip(actors) {
+            if let Some(actors) = actors.and_then(|a| serde_json::from_str(&a).ok()) {
+                by_node.insert(id, actors);
+            }
+        }
+        let mut nodes: Vec<_> = by_node
+            .into_iter()
+            .map(|(node_id, actors)| NodeAnnouncement { node_id, actors })
+            .collect();
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        Ok(nodes)
+    }
+
+    fn take_bus(&self) -> Option<mpsc::UnboundedReceiver<BusMessage>> {
+        self.bus_receiver
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}
+
+impl RedisEngine {
+    /// Appends the user's message and the streaming reply (creating the
+    /// conversation if asked), then indexes the new messages and remembers
+    /// the `client_msg_id`.
+    async fn record_turn(&self, request: &TurnRequest) -> EngineResult<Turn> {
+        let create = request.conversation_id.is_none();
+        let conversation_id = request.conversation_id.unwrap_or_else(Uuid::new_v4);
+        let now = Utc::now();
+        let user_message = Message {
+            id: Uuid::new_v4(),
+            conversation_id,
+            role: Role::User,
+            content: request.content.clone(),
+            status: MessageStatus::Complete,
+            model: None,
+            created_at: now,
+            error: None,
+        };
+        let reply = Message {
+            id: Uuid::new_v4(),
+            conversation_id,
+            role: Role::Assistant,
+            content: String::new(),
+            status: MessageStatus::Streaming,
+            model: Some(request.model.clone()),
+            created_at: now,
+            error: None,
+        };
+        let (user_stored, user_event) = message_event_json(&user_message)?;
+        let (reply_stored, reply_event) = message_event_json(&reply)?;
+        let member = request
+            .client_msg_id
+            .map(|c| format!("{}:{c}", request.user))
+            .unwrap_or_default();
+        let title = if create {
+            format!("T{}", title_from(&request.content))
+        } else {
+            String::new()
+        };
+        let mut connection = self.connection.clone();
+        if create {
+            let _: () = connection
+                .sadd(user_key(request.user), conversation_id.to_string())
+                .await
+                .map_err(map_error)?;
+        }
+        let result = self
+            .run(
+                conversation_id,
+                "turn",
+                &[
+                    &request.user.to_string(),
+                    if create { "1" } else { "0" },
+                    &title,
+                    &new_epoch(),
+                    &member,
+                    &user_message.id.to_string(),
+                    &user_stored,
+                    &request.content,
+                    &user_event,
+                    &reply.id.to_string(),
+                    &reply_stored,
+                    &reply_event,
+                ],
+            )
+            .await?;
+        let [epoch, user_seq] = result.as_slice() else {
+            return Err(internal("short reply"));
+        };
+        let ack = TurnAck {
+            conversation_id,
+            user_message_id: user_message.id,
+            assistant_message_id: reply.id,
+        };
+        let user_seq: u64 = user_seq.parse().map_err(internal)?;
+        let ttl = self.conversation_ttl.as_secs().max(1);
+        let mut pipe = redis::pipe();
+        pipe.set_ex(
+            message_key(user_message.id),
+            conversation_id.to_string(),
+            ttl,
+        )
+        .ignore()
+        .set_ex(message_key(reply.id), conversation_id.to_string(), ttl)
+        .ignore()
+        .expire(user_key(request.user), ttl as i64)
+        .ignore();
+        if let Some(client_msg_id) = request.client_msg_id {
+            let remembered = RememberedTurn {
+                content: request.content.clone(),
+                requested_conversation: request.conversation_id,
+                ack,
+                user_seq,
+            };
+            pipe.set_ex(
+                turn_key(request.user, client_msg_id),
+                serde_json::to_string(&remembered).map_err(internal)?,
+                TURN_MEMORY.as_secs(),
+            )
+            .ignore();
+        }
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(map_error)?;
+        Ok(Turn {
+            ack,
+            epoch: epoch.as_str().into(),
+            user_seq,
+            started: true,
+        })
+    }
+}
