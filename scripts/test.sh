@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the Rust suites (unit, actor, black-box
+# WebSocket, engine conformance on memory and a real redis-server, multi-node
+# cluster), then the browser UI's unit tests and its end-to-end tests in
+# headless Chromium. Needs redis-server and chromium on the PATH (.ci/run
+# installs them on a fresh machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --all-targets
+cargo test --all-targets
+
+if [ -f frontend/package.json ]; then
+  cd frontend
+  npm ci --no-audit --no-fund
+  npm run build
+  npm run test:unit
+  CHATSTREAM_BIN="$PWD/../target/debug/chatstream" npm run test:e2e
+fi
