@@ -45,7 +45,7 @@ impl Node {
                     Duration::from_secs(settings.conversation_ttl_secs),
                 )
                 .await
-                .with_context(|| format!("connecting to Redis at {url}"))?,
+                .with_context(|| format!("connecting to Redis at {}", without_password(url)))?,
             ),
         };
         Node::start_with(settings, engine, default_providers).await
@@ -156,6 +156,16 @@ pub fn default_providers(settings: &Settings) -> Providers {
         settings.demo_reply_tokens,
     );
     Providers::new(settings.default_model.clone()).with("demo", Arc::new(demo))
+}
+
+/// A Redis URL fit for logs: any credentials are masked.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn random_node_id() -> String {

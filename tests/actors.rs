@@ -8,6 +8,7 @@
 //! ordered, so anything spurious would have come first. The one sleep (after
 //! a cancel) only gives a stopped stream time to misbehave.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -253,6 +254,8 @@ impl Actor for ForwardingConnection {
 struct Probe {
     subscriber: Subscriber,
     frames: mpsc::UnboundedReceiver<ServerFrame>,
+    /// The first frames a join answered with, read before delivered ones.
+    backlog: VecDeque<ServerFrame>,
 }
 
 impl Probe {
@@ -266,12 +269,16 @@ impl Probe {
             connection_id: Uuid::new_v4(),
             token: 1,
         };
-        Probe { subscriber, frames }
+        Probe {
+            subscriber,
+            frames,
+            backlog: VecDeque::new(),
+        }
     }
 
     /// Joins through the Conversations supervisor, retrying as a Connection
     /// does when it meets a Conversation that is stopping.
-    async fn join(&self, node: &TestNode, conversation_id: Uuid, mode: JoinMode) {
+    async fn join(&mut self, node: &TestNode, conversation_id: Uuid, mode: JoinMode) {
         for _ in 0..5 {
             let subscriber = self.subscriber.clone();
             let mode = mode.clone();
@@ -285,7 +292,15 @@ impl Probe {
             })
             .expect("the Conversations supervisor answers");
             match joined {
-                Ok(()) => return,
+                Ok(first_frames) => {
+                    // They come before any delivered frame of this subscription.
+                    self.backlog.extend(
+                        first_frames.iter().map(|f| {
+                            serde_json::from_str::<ServerFrame>(f).expect("frames are JSON")
+                        }),
+                    );
+                    return;
+                }
                 Err(JoinError::Retry) => continue,
                 Err(JoinError::Failed(error)) => panic!("join failed: {error}"),
             }
@@ -294,6 +309,9 @@ impl Probe {
     }
 
     async fn next(&mut self) -> ServerFrame {
+        if let Some(frame) = self.backlog.pop_front() {
+            return frame;
+        }
         tokio::time::timeout(DEADLINE, self.frames.recv())
             .await
             .expect("a frame arrives in time")

@@ -47,7 +47,9 @@ fn demo_reply(tokens: usize, question: &str) -> String {
         role: Role::User,
         content: question.to_owned(),
     }];
-    DemoProvider::new(Duration::ZERO, tokens).reply_tokens(&history).concat()
+    DemoProvider::new(Duration::ZERO, tokens)
+        .reply_tokens(&history)
+        .concat()
 }
 
 /// True when a frame shows the reply ended: its ending event, or a snapshot
@@ -55,14 +57,20 @@ fn demo_reply(tokens: usize, question: &str) -> String {
 fn reply_over(frame: &Value, reply_id: &str) -> bool {
     ends(frame, reply_id)
         || (frame["type"] == "snapshot"
-            && frame["messages"]
-                .as_array()
-                .is_some_and(|m| m.iter().any(|m| m["id"] == reply_id && m["status"] != "streaming")))
+            && frame["messages"].as_array().is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["id"] == reply_id && m["status"] != "streaming")
+            }))
 }
 
 async fn generations_on(node: &TestNode) -> Vec<String> {
     let (_, body) = node
-        .api(reqwest::Method::GET, "/admin/actors", Some(ADMIN_TOKEN), None)
+        .api(
+            reqwest::Method::GET,
+            "/admin/actors",
+            Some(ADMIN_TOKEN),
+            None,
+        )
         .await;
     body["actors"]
         .as_array()
@@ -76,20 +84,30 @@ async fn generations_on(node: &TestNode) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_generated_on_one_node_reaches_subscribers_on_the_others() {
     let cluster = Cluster::start(3, |s| s.demo_token_delay_ms = 15).await;
-    let [a, b, c] = &cluster.nodes[..] else { unreachable!() };
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
     let (token, _) = a.guest().await;
     let mut sender = a.connect(&token).await;
-    let ack = sender.request(json!({"type": "send", "content": "across nodes"})).await;
+    let ack = sender
+        .request(json!({"type": "send", "content": "across nodes"}))
+        .await;
     let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
     let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
-    assert_eq!(generations_on(a).await, vec![reply_id.clone()], "the sender's node generates");
+    assert_eq!(
+        generations_on(a).await,
+        vec![reply_id.clone()],
+        "the sender's node generates"
+    );
 
     let mut views = Vec::new();
     for node in [b, c] {
         // Tokens are valid on every node: they share AUTH_SECRET.
         let mut client = node.connect(&token).await;
         assert_eq!(client.welcome["node_id"], node.node.node_id());
-        let subscribed = client.request(json!({"type": "subscribe", "conversation_id": conversation})).await;
+        let subscribed = client
+            .request(json!({"type": "subscribe", "conversation_id": conversation}))
+            .await;
         assert_eq!(subscribed["type"], "subscribed");
         views.push(client);
     }
@@ -115,29 +133,45 @@ async fn a_cancel_on_another_node_stops_the_generation_where_it_runs() {
         s.demo_reply_tokens = 400;
     })
     .await;
-    let [a, _, c] = &cluster.nodes[..] else { unreachable!() };
+    let [a, _, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
     let (token, _) = a.guest().await;
     let mut sender = a.connect(&token).await;
-    let ack = sender.request(json!({"type": "send", "content": "stop me from afar"})).await;
+    let ack = sender
+        .request(json!({"type": "send", "content": "stop me from afar"}))
+        .await;
     let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
     let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
     let mut view = View::default();
     view.apply_all(&conversation, &sender.until(|f| f["seq"] == 5).await);
 
     let mut canceller = c.connect(&token).await;
-    let cancelled = canceller.request(json!({"type": "cancel", "message_id": reply_id})).await;
+    let cancelled = canceller
+        .request(json!({"type": "cancel", "message_id": reply_id}))
+        .await;
     assert_eq!(cancelled["type"], "ack", "{cancelled}");
     let rest = sender.until(|f| ends(f, &reply_id)).await;
     view.apply_all(&conversation, &rest);
     assert_eq!(rest.last().unwrap()["event"]["kind"], "cancelled");
-    eventually("the generation on the other node stops", || async { generations_on(a).await.is_empty() }).await;
+    eventually("the generation on the other node stops", || async {
+        generations_on(a).await.is_empty()
+    })
+    .await;
     // Nothing was appended after the cancel: the stored seq is the view's.
     let (_, stored) = c
-        .api(reqwest::Method::GET, &format!("/api/conversations/{conversation}"), Some(&token), None)
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/conversations/{conversation}"),
+            Some(&token),
+            None,
+        )
         .await;
     assert_eq!(stored["seq"], view.seq);
     assert_eq!(stored["messages"][1]["status"], "cancelled");
-    let again = canceller.request(json!({"type": "cancel", "message_id": reply_id})).await;
+    let again = canceller
+        .request(json!({"type": "cancel", "message_id": reply_id}))
+        .await;
     assert_eq!(again["code"], "conflict");
     cluster.stop().await;
 }
@@ -147,7 +181,9 @@ async fn a_client_reconnecting_to_another_node_resumes_with_no_gap() {
     let cluster = Cluster::start(3, |s| s.demo_token_delay_ms = 15).await;
     let (token, _) = cluster.nodes[0].guest().await;
     let mut client = cluster.nodes[0].connect(&token).await;
-    let ack = client.request(json!({"type": "send", "content": "hop between nodes"})).await;
+    let ack = client
+        .request(json!({"type": "send", "content": "hop between nodes"}))
+        .await;
     let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
     let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
     let mut view = View::default();
@@ -163,16 +199,25 @@ async fn a_client_reconnecting_to_another_node_resumes_with_no_gap() {
             .await;
         assert_eq!(subscribed["recovered"], true);
         let target = view.seq + 4;
-        view.apply_all(&conversation, &client.until(|f| f["seq"] == target || ends(f, &reply_id)).await);
+        view.apply_all(
+            &conversation,
+            &client
+                .until(|f| f["seq"] == target || ends(f, &reply_id))
+                .await,
+        );
         client.close().await;
     }
     let mut last = cluster.nodes[0].connect(&token).await;
     let since = json!({"epoch": view.epoch.clone().unwrap(), "seq": view.seq});
-    last.request(json!({"type": "subscribe", "conversation_id": conversation, "since": since})).await;
+    last.request(json!({"type": "subscribe", "conversation_id": conversation, "since": since}))
+        .await;
     if view.messages()[1].status == MessageStatus::Streaming {
         view.apply_all(&conversation, &last.until(|f| ends(f, &reply_id)).await);
     }
-    assert_eq!(view.messages()[1].content, demo_reply(30, "hop between nodes"));
+    assert_eq!(
+        view.messages()[1].content,
+        demo_reply(30, "hop between nodes")
+    );
     cluster.stop().await;
 }
 
@@ -199,7 +244,9 @@ async fn subscribers_joining_random_nodes_at_random_moments_never_miss_an_event(
             let node = &cluster.nodes[rand::rng().random_range(0..cluster.nodes.len())];
             let mut sender = node.connect(&token).await;
             let question = format!("round {round} question {i}");
-            let ack = sender.request(json!({"type": "send", "content": question})).await;
+            let ack = sender
+                .request(json!({"type": "send", "content": question}))
+                .await;
             replies.push((
                 ack["conversation_id"].as_str().unwrap().to_owned(),
                 ack["assistant_message_id"].as_str().unwrap().to_owned(),
@@ -208,13 +255,16 @@ async fn subscribers_joining_random_nodes_at_random_moments_never_miss_an_event(
         }
         let mut tasks = Vec::new();
         for _ in 0..JOINERS {
-            let (conversation, reply_id, expected) = replies[rand::rng().random_range(0..replies.len())].clone();
+            let (conversation, reply_id, expected) =
+                replies[rand::rng().random_range(0..replies.len())].clone();
             let url = urls[rand::rng().random_range(0..urls.len())].clone();
             let delay = Duration::from_millis(rand::rng().random_range(0..150));
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let mut client = Client::connect(&url).await;
-                let subscribed = client.request(json!({"type": "subscribe", "conversation_id": conversation})).await;
+                let subscribed = client
+                    .request(json!({"type": "subscribe", "conversation_id": conversation}))
+                    .await;
                 assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
                 let frames = client.until(|f| reply_over(f, &reply_id)).await;
                 let mut view = View::default();
@@ -237,31 +287,54 @@ async fn the_cluster_scope_lists_every_node_and_its_actors() {
     let cluster = Cluster::start(3, |s| s.demo_token_delay_ms = 40).await;
     let (token, _) = cluster.nodes[1].guest().await;
     let mut sender = cluster.nodes[1].connect(&token).await;
-    let ack = sender.request(json!({"type": "send", "content": "who runs me?"})).await;
+    let ack = sender
+        .request(json!({"type": "send", "content": "who runs me?"}))
+        .await;
     let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
     let node = &cluster.nodes[0];
     let (status, _) = node
-        .api(reqwest::Method::GET, "/admin/actors?scope=cluster", None, None)
+        .api(
+            reqwest::Method::GET,
+            "/admin/actors?scope=cluster",
+            None,
+            None,
+        )
         .await;
     assert_eq!(status, 401);
     let (status, _) = node
-        .api(reqwest::Method::GET, "/admin/actors?scope=cluster", Some("wrong"), None)
+        .api(
+            reqwest::Method::GET,
+            "/admin/actors?scope=cluster",
+            Some("wrong"),
+            None,
+        )
         .await;
     assert_eq!(status, 403);
-    eventually("every node appears with the generation on node-1", || async {
-        let (_, body) = node
-            .api(reqwest::Method::GET, "/admin/actors?scope=cluster", Some(ADMIN_TOKEN), None)
-            .await;
-        let nodes = body["nodes"].as_array().cloned().unwrap_or_default();
-        let generating = nodes.iter().find(|n| n["node_id"] == "node-1").is_some_and(|n| {
-            n["actors"]
-                .as_array()
-                .unwrap()
+    eventually(
+        "every node appears with the generation on node-1",
+        || async {
+            let (_, body) = node
+                .api(
+                    reqwest::Method::GET,
+                    "/admin/actors?scope=cluster",
+                    Some(ADMIN_TOKEN),
+                    None,
+                )
+                .await;
+            let nodes = body["nodes"].as_array().cloned().unwrap_or_default();
+            let generating = nodes
                 .iter()
-                .any(|a| a["kind"] == "generation" && a["key"] == reply_id.as_str())
-        });
-        body["node_id"] == "node-0" && nodes.len() == 3 && generating
-    })
+                .find(|n| n["node_id"] == "node-1")
+                .is_some_and(|n| {
+                    n["actors"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|a| a["kind"] == "generation" && a["key"] == reply_id.as_str())
+                });
+            body["node_id"] == "node-0" && nodes.len() == 3 && generating
+        },
+    )
     .await;
     cluster.stop().await;
 }
@@ -276,10 +349,14 @@ async fn redis_restarted_mid_reply_loses_nothing_and_readiness_follows() {
     let (token, _) = cluster.nodes[0].guest().await;
     let mut sender = cluster.nodes[0].connect(&token).await;
     let mut watcher = cluster.nodes[1].connect(&token).await;
-    let ack = sender.request(json!({"type": "send", "content": "survive a restart"})).await;
+    let ack = sender
+        .request(json!({"type": "send", "content": "survive a restart"}))
+        .await;
     let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
     let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
-    watcher.request(json!({"type": "subscribe", "conversation_id": conversation})).await;
+    watcher
+        .request(json!({"type": "subscribe", "conversation_id": conversation}))
+        .await;
     let mut sender_view = View::default();
     sender_view.apply_all(&conversation, &sender.until(|f| f["seq"] == 10).await);
 
@@ -294,7 +371,10 @@ async fn redis_restarted_mid_reply_loses_nothing_and_readiness_follows() {
     assert_eq!(status, 200, "the node itself stays up");
     cluster.redis.restart();
     eventually("/readyz reports Redis up again", || async {
-        node.api(reqwest::Method::GET, "/readyz", None, None).await.0 == 200
+        node.api(reqwest::Method::GET, "/readyz", None, None)
+            .await
+            .0
+            == 200
     })
     .await;
 
@@ -302,8 +382,14 @@ async fn redis_restarted_mid_reply_loses_nothing_and_readiness_follows() {
     sender_view.apply_all(&conversation, &sender.until(|f| ends(f, &reply_id)).await);
     assert_eq!(sender_view.messages()[1].content, expected);
     let mut watcher_view = View::default();
-    watcher_view.apply_all(&conversation, &watcher.until(|f| reply_over(f, &reply_id)).await);
+    watcher_view.apply_all(
+        &conversation,
+        &watcher.until(|f| reply_over(f, &reply_id)).await,
+    );
     assert_eq!(watcher_view.messages(), sender_view.messages());
-    assert_eq!(watcher_view.epoch, sender_view.epoch, "the log kept its data: same epoch");
+    assert_eq!(
+        watcher_view.epoch, sender_view.epoch,
+        "the log kept its data: same epoch"
+    );
     cluster.stop().await;
 }

@@ -595,3 +595,81 @@ async fn subscribers_joining_at_random_moments_never_miss_an_event() {
     assert_eq!(joins, 72);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_subscribes_are_each_answered() {
+    let node = TestNode::start(|s| {
+        s.frames_per_second = 10_000;
+        s.demo_token_delay_ms = 10;
+    })
+    .await;
+    let (token, _) = node.guest().await;
+    let mut client = node.connect(&token).await;
+    let ack = send_new(&mut client, "subscribe to me often").await;
+    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
+    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let mut watcher = node.connect(&token).await;
+    for i in 0..100 {
+        watcher
+            .send(json!({"type": "subscribe", "id": format!("s{i}"), "conversation_id": conversation}))
+            .await;
+    }
+    // Every subscribe gets its own `subscribed`, in order; the last one's
+    // events then run to the reply's end with no gap.
+    let mut answered = 0;
+    let mut view = View::default();
+    loop {
+        let frame = watcher.next().await.unwrap();
+        if frame["type"] == "subscribed" {
+            assert_eq!(frame["id"], format!("s{answered}"));
+            answered += 1;
+            view = View::default();
+        }
+        view.apply(&conversation, &frame);
+        if answered == 100
+            && (ends(&frame, &reply_id)
+                || (frame["type"] == "snapshot" && frame["messages"][1]["status"] != "streaming"))
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        view.messages()[1].content,
+        demo_reply(30, &[(Role::User, "subscribe to me often")])
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_4001() {
+    let node = TestNode::start(|s| {
+        s.outbox_frames = 16;
+        s.demo_token_delay_ms = 0;
+        s.demo_reply_tokens = 200_000;
+    })
+    .await;
+    let (token, _) = node.guest().await;
+    let mut client = node.connect(&token).await;
+    client
+        .send(json!({"type": "send", "content": "flood me"}))
+        .await;
+    // Stop reading: the socket's buffers fill, then the node's queue for it.
+    eventually("the node drops the connection", || async {
+        let (_, body) = node
+            .api(
+                reqwest::Method::GET,
+                "/admin/actors",
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        !body["actors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "connection")
+    })
+    .await;
+    assert_eq!(client.closed().await.code, Some(4001));
+    node.stop().await;
+}

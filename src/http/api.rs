@@ -6,7 +6,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{AppState, HttpError, User};
-use crate::protocol::SendRequest;
+use crate::protocol::{ApiError, SendRequest};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -37,12 +37,15 @@ struct CreateBody {
     title: Option<String>,
 }
 
-async fn create(
-    state: web::Data<AppState>,
-    User(user): User,
-    body: Option<web::Json<CreateBody>>,
-) -> Answer {
-    let title = body.and_then(|b| b.into_inner().title);
+async fn create(state: web::Data<AppState>, User(user): User, body: web::Bytes) -> Answer {
+    // The body is optional, but when present it must be valid.
+    let title = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<CreateBody>(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+            .title
+    };
     let detail = state.chat.create(user, title).await?;
     Ok(HttpResponse::Created().json(detail))
 }

@@ -61,11 +61,20 @@ pub fn routes(config: &mut web::ServiceConfig, static_dir: Option<&std::path::Pa
         .configure(admin::routes);
     match static_dir {
         Some(dir) => {
+            // Only reads reach the files; any other method on an unknown
+            // path falls through to the JSON 404.
             config.service(
-                actix_files::Files::new("/", dir)
-                    .index_file("index.html")
-                    .default_handler(web::to(not_found)),
+                web::scope("")
+                    .guard(
+                        actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()),
+                    )
+                    .service(
+                        actix_files::Files::new("/", dir)
+                            .index_file("index.html")
+                            .default_handler(web::to(not_found)),
+                    ),
             );
+            config.default_service(web::to(not_found));
         }
         None => {
             config.route("/", web::get().to(fallback_page));

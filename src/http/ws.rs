@@ -67,7 +67,10 @@ pub async fn chat_socket(
         Ok(CallResult::Success(Ok(connection))) => connection,
         _ => {
             let _ = session
-                .close(Some(close(close_code::RESTART, "the node is stopping")))
+                .close(Some(close_reason(
+                    close_code::RESTART,
+                    "the node is stopping",
+                )))
                 .await;
             return Ok(response);
         }
@@ -112,52 +115,58 @@ async fn read_loop(
                 return;
             }
         };
+        // The Connection is gone: it closed the socket through its outbox
+        // (or, if it failed, the write loop closes with 1011). Stop reading.
         if forwarded.is_err() {
-            // The actor is gone without closing the socket: an internal failure.
-            let _ = session
-                .close(Some(close(close_code::INTERNAL, "internal error")))
-                .await;
             return;
         }
     }
     let _ = connection.cast(ConnectionMsg::ClientGone);
 }
 
+/// How long a close frame may wait behind frames a slow client has not read;
+/// after that the connection is dropped without one.
+const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn write_loop(mut session: Session, mut receiver: OutboxReceiver) {
-    loop {
+    let close = loop {
         tokio::select! {
             biased;
-            close_signal = &mut receiver.close => {
-                // Frames queued before the close still go out, so that an
-                // error frame preceding it is seen — unless the client is too
-                // slow to read them, which is why it is being closed.
-                let reason = close_signal.unwrap_or(Close { code: close_code::INTERNAL, reason: "internal error".into() });
-                if reason.code != close_code::TOO_SLOW {
-                    while let Ok(frame) = receiver.frames.try_recv() {
-                        if session.text(frame).await.is_err() {
-                            return;
-                        }
-                    }
+            signal = &mut receiver.close => break signal.ok(),
+            frame = receiver.frames.recv() => {
+                let Some(frame) = frame else { break None };
+                // A client that does not read blocks `text`; a close must
+                // still get through, so it interrupts the wait.
+                tokio::select! {
+                    biased;
+                    signal = &mut receiver.close => break signal.ok(),
+                    sent = session.text(frame) => if sent.is_err() { return },
                 }
-                let _ = session.close(Some(close(reason.code, &reason.reason))).await;
+            }
+        }
+    };
+    // `None`: the Connection vanished without closing, an internal failure.
+    let close = close.unwrap_or(Close {
+        code: close_code::INTERNAL,
+        reason: "internal error".into(),
+    });
+    // Frames queued before the close still go out (an error frame that
+    // explains it, say), unless the client is being dropped for not reading.
+    if close.code != close_code::TOO_SLOW {
+        while let Ok(frame) = receiver.frames.try_recv() {
+            if session.text(frame).await.is_err() {
                 return;
             }
-            frame = receiver.frames.recv() => match frame {
-                Some(frame) => {
-                    if session.text(frame).await.is_err() {
-                        return;
-                    }
-                }
-                None => {
-                    let _ = session.close(Some(close(close_code::INTERNAL, "internal error"))).await;
-                    return;
-                }
-            },
         }
     }
+    let _ = tokio::time::timeout(
+        CLOSE_PATIENCE,
+        session.close(Some(close_reason(close.code, &close.reason))),
+    )
+    .await;
 }
 
-fn close(code: u16, reason: &str) -> CloseReason {
+fn close_reason(code: u16, reason: &str) -> CloseReason {
     CloseReason {
         code: CloseCode::from(code),
         description: Some(reason.to_owned()),

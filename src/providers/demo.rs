@@ -69,26 +69,18 @@ impl DemoProvider {
             .find(|t| t.role == Role::User)
             .map(|t| topic_of(&t.content))
             .unwrap_or_else(|| "this".to_owned());
-        let mut text = OPENINGS[rng.below(OPENINGS.len())].replace("{topic}", &topic);
-        let mut words: Vec<&str> = Vec::new();
-        let mut sentences = Vec::new();
-        // Enough sentences to fill the token budget; the text is cut to it.
+        let opening = OPENINGS[rng.below(OPENINGS.len())].replace("{topic}", &topic);
+        let mut words: Vec<String> = opening.split(' ').map(str::to_owned).collect();
+        // Whole sentences until the token budget is met; the text is cut to it.
         while words.len() < self.reply_tokens {
-            sentences.push(SENTENCES[rng.below(SENTENCES.len())]);
-            text = format!("{text} {}", sentences.last().expect("just pushed"));
-            words = text.split(' ').collect();
+            let sentence = SENTENCES[rng.below(SENTENCES.len())];
+            words.extend(sentence.split(' ').map(str::to_owned));
         }
+        words.truncate(self.reply_tokens);
         words
-            .iter()
-            .take(self.reply_tokens)
+            .into_iter()
             .enumerate()
-            .map(|(i, w)| {
-                if i == 0 {
-                    (*w).to_owned()
-                } else {
-                    format!(" {w}")
-                }
-            })
+            .map(|(i, w)| if i == 0 { w } else { format!(" {w}") })
             .collect()
     }
 }

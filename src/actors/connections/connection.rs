@@ -246,19 +246,30 @@ impl ConnectionState {
             ClientRequest::Send(send) => match self.chat.send(user, send).await {
                 Ok(turn) => {
                     let conversation_id = turn.ack.conversation_id;
+                    let mut followed = Ok(());
                     if !self.subscriptions.contains_key(&conversation_id) {
                         let mode = JoinMode::After {
                             epoch: turn.epoch.clone(),
                             after_seq: turn.user_seq - 1,
                         };
-                        if let Err(error) = self.join(myself, conversation_id, mode).await {
-                            tracing::warn!(%conversation_id, %error.message, "sender not subscribed");
-                        }
+                        followed = self.join(myself, conversation_id, mode).await;
                     }
                     self.send(&ServerFrame::Ack {
                         id,
                         ack: Ack::Sent(turn.ack),
                     });
+                    // The turn happened; only its live events could not be
+                    // followed. Say so, so that the client subscribes itself.
+                    if let Err(error) = followed {
+                        tracing::warn!(%conversation_id, %error.message, "sender not subscribed");
+                        self.send_error(
+                            None,
+                            ApiError::new(
+                                error.code,
+                                format!("sent, but not subscribed to {conversation_id}: {}; subscribe to follow it", error.message),
+                            ),
+                        );
+                    }
                 }
                 Err(error) => self.send_error(id, error),
             },
@@ -331,7 +342,12 @@ impl ConnectionState {
                 None,
             );
             match call.await {
-                Ok(CallResult::Success(Ok(()))) => return Ok(()),
+                Ok(CallResult::Success(Ok(first_frames))) => {
+                    for frame in first_frames {
+                        self.push(frame);
+                    }
+                    return Ok(());
+                }
                 Ok(CallResult::Success(Err(JoinError::Failed(error)))) => {
                     self.subscriptions.remove(&conversation_id);
                     return Err(error);

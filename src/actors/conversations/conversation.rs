@@ -57,7 +57,10 @@ pub enum ConversationMsg {
     Join {
         subscriber: Subscriber,
         mode: JoinMode,
-        reply: RpcReplyPort<Result<(), JoinError>>,
+        /// Answered with the subscriber's first frames (`subscribed`, then
+        /// the missed events or a snapshot), which the Connection sends before
+        /// anything else of this subscription; live events follow as `Deliver`.
+        reply: RpcReplyPort<Result<Vec<Frame>, JoinError>>,
     },
     Leave {
         connection_id: Uuid,
@@ -143,6 +146,10 @@ impl Actor for Conversation {
         message: ConversationMsg,
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
+        // Idle means the last subscriber left (or the first join failed): a
+        // fresh actor that gets a live event before its first join is not.
+        let followed =
+            !state.subscribers.is_empty() || matches!(message, ConversationMsg::Join { .. });
         match message {
             ConversationMsg::Join {
                 subscriber,
@@ -174,7 +181,7 @@ impl Actor for Conversation {
                 state.subscribers.clear();
             }
         }
-        if state.subscribers.is_empty() && !state.closing {
+        if followed && state.subscribers.is_empty() && !state.closing {
             state.closing = true;
             let _ = state.supervisor.cast(ConversationsMsg::Idle {
                 conversation_id: state.conversation_id,
@@ -186,7 +193,11 @@ impl Actor for Conversation {
 }
 
 impl ConversationState {
-    async fn join(&mut self, subscriber: Subscriber, mode: JoinMode) -> Result<(), ApiError> {
+    async fn join(
+        &mut self,
+        subscriber: Subscriber,
+        mode: JoinMode,
+    ) -> Result<Vec<Frame>, ApiError> {
         self.subscribers.remove(&subscriber.connection_id);
         // A second pass only happens when the first found a new epoch.
         for _ in 0..2 {
@@ -227,40 +238,44 @@ impl ConversationState {
                 // Only the requested range is gone: a snapshot answers it.
                 None => None,
             };
+            let mut first_frames = Vec::new();
             match (recovered, frame_id) {
                 (Some((after, entries)), frame_id) => {
                     if let Some(id) = frame_id {
-                        self.send_to(
-                            &subscriber,
-                            &ServerFrame::Subscribed {
+                        first_frames.push(Frame::from(
+                            ServerFrame::Subscribed {
                                 id,
                                 conversation_id: self.conversation_id,
                                 epoch: self.epoch.to_string(),
                                 seq: self.head,
                                 recovered: true,
-                            },
-                        );
+                            }
+                            .to_text(),
+                        ));
                     }
-                    self.replay(&subscriber, &entries, after);
+                    first_frames.extend(
+                        entries
+                            .iter()
+                            .filter(|e| e.seq > after && e.seq <= self.head)
+                            .map(|e| self.frame_of(e)),
+                    );
                 }
-                (None, frame_id) => self.send_snapshot(&subscriber, frame_id.flatten()).await?,
+                (None, frame_id) => {
+                    first_frames = self.snapshot_frames(frame_id.flatten()).await?;
+                }
             }
             self.subscribers
                 .insert(subscriber.connection_id, subscriber);
-            return Ok(());
+            return Ok(first_frames);
         }
         Err(ApiError::unavailable(
             "the conversation's log is being rebuilt, retry",
         ))
     }
 
-    /// Sends `subscribed` (not recovered) and a snapshot, then the events
-    /// after it, leaving the subscriber at `head`.
-    async fn send_snapshot(
-        &mut self,
-        subscriber: &Subscriber,
-        frame_id: Option<String>,
-    ) -> Result<(), ApiError> {
+    /// `subscribed` (not recovered) and a snapshot, then the events after
+    /// it: what brings a new subscriber to `head`.
+    async fn snapshot_frames(&mut self, frame_id: Option<String>) -> Result<Vec<Frame>, ApiError> {
         let engine = self.context.engine.clone();
         let snapshot = engine
             .snapshot(self.conversation_id)
@@ -285,36 +300,45 @@ impl ConversationState {
                 }
             }
         }
-        self.send_to(
-            subscriber,
-            &ServerFrame::Subscribed {
-                id: frame_id,
-                conversation_id: self.conversation_id,
-                epoch: self.epoch.to_string(),
-                seq: snapshot.seq,
-                recovered: false,
-            },
-        );
-        self.send_to(
-            subscriber,
-            &ServerFrame::Snapshot {
-                conversation_id: self.conversation_id,
-                epoch: self.epoch.to_string(),
-                seq: snapshot.seq,
-                messages: snapshot.messages,
-            },
-        );
+        let mut frames = vec![
+            Frame::from(
+                ServerFrame::Subscribed {
+                    id: frame_id,
+                    conversation_id: self.conversation_id,
+                    epoch: self.epoch.to_string(),
+                    seq: snapshot.seq,
+                    recovered: false,
+                }
+                .to_text(),
+            ),
+            Frame::from(
+                ServerFrame::Snapshot {
+                    conversation_id: self.conversation_id,
+                    epoch: self.epoch.to_string(),
+                    seq: snapshot.seq,
+                    messages: snapshot.messages,
+                }
+                .to_text(),
+            ),
+        ];
         if self.head > snapshot.seq {
             let history = engine
                 .read(self.conversation_id, snapshot.seq)
                 .await
                 .map_err(|e| e.into_api("conversation"))?;
-            let entries = history.entries.unwrap_or_default();
-            for entry in entries.iter().filter(|e| e.seq <= self.head) {
-                self.send_frame(subscriber, self.frame_of(entry));
-            }
+            let Some(entries) = history.entries else {
+                return Err(ApiError::unavailable(
+                    "the conversation's log moved on, retry",
+                ));
+            };
+            frames.extend(
+                entries
+                    .iter()
+                    .filter(|e| e.seq <= self.head)
+                    .map(|e| self.frame_of(e)),
+            );
         }
-        Ok(())
+        Ok(frames)
     }
 
     async fn live(&mut self, epoch: Arc<str>, entry: Arc<LogEntry>) {
@@ -432,22 +456,8 @@ impl ConversationState {
         }
     }
 
-    /// Sends a new subscriber the entries after `after`, up to `head`.
-    fn replay(&self, subscriber: &Subscriber, entries: &[Arc<LogEntry>], after: u64) {
-        for entry in entries
-            .iter()
-            .filter(|e| e.seq > after && e.seq <= self.head)
-        {
-            self.send_frame(subscriber, self.frame_of(entry));
-        }
-    }
-
     fn frame_of(&self, entry: &LogEntry) -> Frame {
         Frame::from(ServerFrame::event(self.conversation_id, &self.epoch, entry).to_text())
-    }
-
-    fn send_to(&self, subscriber: &Subscriber, frame: &ServerFrame) {
-        self.send_frame(subscriber, Frame::from(frame.to_text()));
     }
 
     /// Whether the subscriber's Connection is still alive.

@@ -25,7 +25,7 @@ pub enum ConversationsMsg {
         conversation_id: Uuid,
         subscriber: Subscriber,
         mode: JoinMode,
-        reply: RpcReplyPort<Result<(), JoinError>>,
+        reply: RpcReplyPort<Result<Vec<super::Frame>, JoinError>>,
     },
     Leave {
         conversation_id: Uuid,
