@@ -95,6 +95,56 @@ pub struct Settings {
     /// HTTP worker threads (each with its own single-threaded runtime).
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
+
+    /// OpenAI-compatible base URLs (comma-separated, e.g.
+    /// `http://w1:8090/v1,http://w2:8090/v1`) serving `DEFAULT_MODEL`, the
+    /// seed's shorthand for one pool; `MODELS_CONFIG` configures more.
+    #[arg(long, env = "AI_SERVICE_URLS", value_delimiter = ',')]
+    pub ai_service_urls: Vec<String>,
+
+    /// Whether the `AI_SERVICE_URLS` servers continue a trailing assistant
+    /// message (`chatstream ai-worker` and llama.cpp's server do), which lets
+    /// a reply interrupted mid-stream resume on another one.
+    #[arg(long, env = "AI_SERVICE_PREFILL", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub ai_service_prefill: bool,
+
+    /// TOML file of models and their upstreams (see docs/models.md).
+    #[arg(long, env = "MODELS_CONFIG")]
+    pub models_config: Option<std::path::PathBuf>,
+
+    /// Time to connect to a model upstream, in milliseconds.
+    #[arg(long, env = "AI_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub ai_connect_timeout_ms: u64,
+
+    /// Time from a model request to its first streamed event, in milliseconds.
+    #[arg(long, env = "AI_FIRST_TOKEN_TIMEOUT_MS", default_value_t = 60_000)]
+    pub ai_first_token_timeout_ms: u64,
+
+    /// Longest silence between two streamed events before the upstream
+    /// counts as stalled, in milliseconds.
+    #[arg(long, env = "AI_TOKEN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub ai_token_timeout_ms: u64,
+
+    /// Interval of the upstreams' health checks (`GET {base}/models`), in milliseconds.
+    #[arg(long, env = "AI_HEALTH_INTERVAL_MS", default_value_t = 5_000)]
+    pub ai_health_interval_ms: u64,
+
+    /// How long an upstream is skipped after a 429 or repeated failures, in milliseconds.
+    #[arg(long, env = "AI_COOLDOWN_MS", default_value_t = 5_000)]
+    pub ai_cooldown_ms: u64,
+
+    /// Failures in a row that put an upstream in cooldown.
+    #[arg(long, env = "AI_ALLOWED_FAILURES", default_value_t = 3)]
+    pub ai_allowed_failures: u32,
+
+    /// Characters of conversation history sent with each request; the
+    /// oldest messages are dropped first.
+    #[arg(long, env = "AI_HISTORY_CHARS", default_value_t = 24_000)]
+    pub ai_history_chars: usize,
+
+    /// Concurrent requests per upstream, unless its configuration says otherwise.
+    #[arg(long, env = "AI_MAX_CONCURRENT", default_value_t = 64)]
+    pub ai_max_concurrent: usize,
 }
 
 impl Settings {

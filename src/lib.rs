@@ -6,7 +6,10 @@
 //! - [`transcript`]: the fold of events into messages, and the log's rules.
 //! - [`engine`]: the event log, materialized state and live bus behind one
 //!   trait; [`engine::MemoryEngine`] is the embedded default.
-//! - [`providers`]: model providers behind the `Provider` trait; `demo` built in.
+//! - [`providers`]: model providers behind the `Provider` trait; `demo` built
+//!   in, OpenAI-compatible upstream pools configured.
+//! - [`ai_worker`]: `chatstream ai-worker`, the demo model served over the
+//!   OpenAI-compatible API.
 //! - [`actors`]: the supervision tree of a node (registry, connections,
 //!   conversations, generations).
 //! - [`http`]: actix-web routes, the WebSocket endpoint, admin endpoints.
@@ -16,6 +19,7 @@
 //! `providers` → `protocol`.
 
 pub mod actors;
+pub mod ai_worker;
 pub mod auth;
 pub mod config;
 pub mod engine;

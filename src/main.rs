@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use chatstream::ai_worker::{AiWorker, WorkerSettings};
 use chatstream::config::Settings;
 use chatstream::node::Node;
 
@@ -19,12 +20,20 @@ struct Cli {
     settings: Settings,
 }
 
+// Parsed once at start-up: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the chat UI, the WebSocket and the HTTP API (the default).
     Serve {
         #[command(flatten)]
         settings: Settings,
+    },
+    /// Serve the demo model over the OpenAI-compatible chat-completions API,
+    /// as a separate AI service node for `AI_SERVICE_URLS`.
+    AiWorker {
+        #[command(flatten)]
+        settings: WorkerSettings,
     },
 }
 
@@ -38,6 +47,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = match cli.command {
         Some(Command::Serve { settings }) => settings,
+        Some(Command::AiWorker { settings }) => {
+            let worker = AiWorker::start(settings.clone()).await?;
+            println!(
+                "chatstream ai-worker serving {} on http://{}/v1",
+                settings.model, worker.addr
+            );
+            return worker.run().await;
+        }
         None => cli.settings,
     };
     let node = Node::start(settings).await?;

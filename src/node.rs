@@ -20,7 +20,7 @@ use crate::auth::Auth;
 use crate::config::Settings;
 use crate::engine::{Engine, MemoryEngine, RedisEngine};
 use crate::http::{self, AppState};
-use crate::providers::{DemoProvider, Providers};
+use crate::providers::Providers;
 
 /// A running node.
 pub struct Node {
@@ -48,7 +48,8 @@ impl Node {
                 .with_context(|| format!("connecting to Redis at {}", without_password(url)))?,
             ),
         };
-        Node::start_with(settings, engine, default_providers).await
+        let providers = default_providers(&settings)?;
+        Node::start_with(settings, engine, move |_| providers).await
     }
 
     /// Starts a node on the given engine, with the providers `providers` builds
@@ -149,13 +150,10 @@ impl Node {
     }
 }
 
-/// The demo model, plus whatever later configuration adds.
-pub fn default_providers(settings: &Settings) -> Providers {
-    let demo = DemoProvider::new(
-        Duration::from_millis(settings.demo_token_delay_ms),
-        settings.demo_reply_tokens,
-    );
-    Providers::new(settings.default_model.clone()).with("demo", Arc::new(demo))
+/// The demo model, plus the models the configuration adds (`AI_SERVICE_URLS`,
+/// `MODELS_CONFIG`), with API keys from the environment.
+pub fn default_providers(settings: &Settings) -> anyhow::Result<Providers> {
+    crate::providers::catalog::providers(settings, &|name| std::env::var(name).ok())
 }
 
 /// A Redis URL fit for logs: any credentials are masked.

@@ -4,7 +4,10 @@
 //! actor drives the stream and drops it to stop the upstream at once, so a
 //! provider must stop all work when its stream is dropped.
 
+pub mod catalog;
 pub mod demo;
+pub mod openai;
+pub mod pool;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

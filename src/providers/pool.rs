@@ -168,7 +168,7 @@ impl UpstreamPool {
             .upstreams
             .iter()
             .map(|u| {
-                let health = u.health.lock().expect("health lock");
+                let health = u.health();
                 UpstreamStatus {
                     name: u.settings.name.clone(),
                     alive: health.alive,
@@ -186,15 +186,22 @@ impl UpstreamPool {
         let count = inner.upstreams.len();
         let start = inner.next.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let rotation: Vec<usize> = (0..count)
-            .map(|k| (start + k) % count)
-            .filter(|i| !tried.contains(i))
-            .filter(|&i| !continuing || inner.upstreams[i].settings.continue_prefill)
-            .collect();
-        let (ready, cooling): (Vec<usize>, Vec<usize>) = rotation
-            .into_iter()
-            .filter(|&i| inner.upstreams[i].health().alive)
-            .partition(|&i| !inner.upstreams[i].health().cooling_down(now));
+        let (mut ready, mut cooling) = (Vec::new(), Vec::new());
+        for i in (0..count).map(|k| (start + k) % count) {
+            let upstream = &inner.upstreams[i];
+            if tried.contains(&i) || (continuing && !upstream.settings.continue_prefill) {
+                continue;
+            }
+            let health = upstream.health();
+            if !health.alive {
+                continue;
+            }
+            if health.cooling_down(now) {
+                cooling.push(i);
+            } else {
+                ready.push(i);
+            }
+        }
         let candidates = if ready.is_empty() { cooling } else { ready };
         if candidates.is_empty() {
             return Err(self.none_usable(continuing));
@@ -226,7 +233,9 @@ impl UpstreamPool {
         let model = &self.inner.model;
         if continuing && !self.can_continue() {
             return ProviderError {
-                message: format!("no upstream of model {model:?} can continue an interrupted reply"),
+                message: format!(
+                    "no upstream of model {model:?} can continue an interrupted reply"
+                ),
                 retryable: false,
             };
         }

@@ -112,11 +112,12 @@ impl Actor for Generations {
             } => match state.replies.get(&message_id).and_then(|a| a.actor.clone()) {
                 // The Generation flushes its text, records `cancelled` and answers.
                 Some(actor) => {
-                    if let Err(e) = actor.cast(GenerationMsg::Cancel(reply)) {
-                        if let ractor::MessagingErr::SendErr(GenerationMsg::Cancel(reply)) = e {
-                            let result = state.record_cancel(conversation_id, message_id).await;
-                            let _ = reply.send(result);
-                        }
+                    // The actor stopped meanwhile: record the cancel here.
+                    if let Err(ractor::MessagingErr::SendErr(GenerationMsg::Cancel(reply))) =
+                        actor.cast(GenerationMsg::Cancel(reply))
+                    {
+                        let result = state.record_cancel(conversation_id, message_id).await;
+                        let _ = reply.send(result);
                     }
                 }
                 // Not running here (or between attempts): record it directly,

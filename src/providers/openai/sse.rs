@@ -98,7 +98,8 @@ mod tests {
 
     #[test]
     fn events_survive_any_split() {
-        let body = ": keep-alive\n\ndata: {\"a\":\"é€\"}\n\nevent: x\r\nid: 3\r\ndata:[DONE]\r\n\r\n";
+        let body =
+            ": keep-alive\n\ndata: {\"a\":\"é€\"}\n\nevent: x\r\nid: 3\r\ndata:[DONE]\r\n\r\n";
         let expected = vec!["{\"a\":\"é€\"}".to_owned(), "[DONE]".to_owned()];
         for piece in 1..=body.len() {
             assert_eq!(

@@ -186,10 +186,14 @@ mod tests {
         assert_eq!(usage.usage.unwrap().completion_tokens, 5);
         let null: ChatChunk = serde_json::from_str(r#"{"choices":null}"#).unwrap();
         assert_eq!(null.choices, None);
-        let role: ChatChunk =
-            serde_json::from_str(r#"{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#)
-                .unwrap();
-        assert_eq!(role.choices.unwrap()[0].delta.as_ref().unwrap().content, None);
+        let role: ChatChunk = serde_json::from_str(
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            role.choices.unwrap()[0].delta.as_ref().unwrap().content,
+            None
+        );
         let message: ChatMessage = serde_json::from_str(
             r#"{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}"#,
         )
@@ -199,10 +203,9 @@ mod tests {
 
     #[test]
     fn extra_parameters_pass_through() {
-        let request: ChatRequest = serde_json::from_str(
-            r#"{"model":"m","messages":[],"stream":true,"temperature":0.5}"#,
-        )
-        .unwrap();
+        let request: ChatRequest =
+            serde_json::from_str(r#"{"model":"m","messages":[],"stream":true,"temperature":0.5}"#)
+                .unwrap();
         assert_eq!(request.extra["temperature"], 0.5);
         let back = serde_json::to_value(&request).unwrap();
         assert_eq!(back["temperature"], 0.5);
