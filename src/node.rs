@@ -1,6 +1,7 @@
 //! Builds and runs one node: the engine, the actor tree and the HTTP server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,12 +16,18 @@ use crate::actors::NodeContext;
 use crate::actors::chat::Chat;
 use crate::actors::connections::ConnectionsMsg;
 use crate::actors::directory::ActorDirectory;
+use crate::actors::generations::GenerationsMsg;
 use crate::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::engine::{Engine, MemoryEngine, RedisEngine};
 use crate::http::{self, AppState};
 use crate::providers::Providers;
+
+/// How long a stopping node waits for its generations to hand over.
+const HANDOFF_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a stopping node waits for its connections to close.
+const SERVER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A running node.
 pub struct Node {
@@ -91,6 +98,7 @@ impl Node {
             actors,
             context,
             metrics: metrics_handle(),
+            draining: AtomicBool::new(false),
         });
         let app_state = state.clone();
         let static_dir = settings.frontend_dir();
@@ -124,28 +132,40 @@ impl Node {
         &self.state.context.node_id
     }
 
-    /// Stops the node: every socket is closed with `close_code` (1001 going
-    /// away, 1012 restarting) so clients resume elsewhere, then the server and
-    /// the actor tree stop.
+    /// Stops the node gracefully: readiness turns 503 so the balancer moves
+    /// away, every reply generated here is handed over to the other nodes
+    /// (pending text published, lease released, so one adopts it at once),
+    /// every socket is closed with `close_code` (1012 restarting, 1001 going
+    /// away) so clients resume elsewhere, then the server and the actor tree
+    /// stop. Bounded: each step has a deadline.
     pub async fn stop(self, close_code: u16) {
         let actors = &self.state.actors;
+        self.state.draining.store(true, Ordering::Relaxed);
+        if let Ok(generations) = ractor::call!(actors.generations, GenerationsMsg::Handoff) {
+            for generation in generations {
+                let _ = generation.wait(Some(HANDOFF_DEADLINE)).await;
+            }
+        }
         let _ = actors
             .connections
             .cast(ConnectionsMsg::CloseAll { code: close_code });
-        self.server.stop(true).await;
-        let _ = self.server_task.await;
+        let _ = tokio::time::timeout(SERVER_DEADLINE, self.server.stop(true)).await;
+        self.server_task.abort();
         actors
             .root
-            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+            .stop_children_and_wait(None, Some(Duration::from_secs(2)))
             .await;
         actors.root.stop(None);
     }
 
-    /// Runs until SIGINT or SIGTERM, then stops.
+    /// Runs until SIGTERM (a restart: sockets close with 1012) or SIGINT
+    /// (sockets close with 1001), then stops gracefully.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        wait_for_signal().await;
-        tracing::info!("stopping");
-        self.stop(crate::protocol::close_code::GOING_AWAY).await;
+        let code = wait_for_signal().await;
+        let started = std::time::Instant::now();
+        tracing::info!(close_code = code, "stopping");
+        self.stop(code).await;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "stopped");
         Ok(())
     }
 }
@@ -189,16 +209,22 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT and answers the close code it calls for.
+async fn wait_for_signal() -> u16 {
+    use crate::protocol::close_code::{GOING_AWAY, RESTART};
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => GOING_AWAY,
+            _ = term.recv() => RESTART,
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = RESTART;
+        GOING_AWAY
+    }
 }

@@ -16,6 +16,9 @@ use common::redis_server::RedisServer;
 use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
 
+/// The node the engine under test serves: turns are leased to it.
+const NODE: &str = "conformance";
+
 /// An engine under test, and what keeps it alive.
 struct Subject {
     engine: Arc<dyn Engine>,
@@ -79,6 +82,7 @@ conformance!(
     delete_forgets_everything,
     listings_are_per_owner_newest_first,
     node_announcements_are_listed,
+    leases_fence_writers_and_lapsed_ones_are_adopted,
 );
 
 /// Builds a fresh engine keeping `history` entries per conversation.
@@ -249,28 +253,28 @@ async fn text_appends_are_checked_by_offset(make: impl MakeSubject) {
     let t = new_turn(engine, Uuid::new_v4(), "offsets").await;
     let (id, reply) = (t.ack.conversation_id, t.ack.assistant_message_id);
     let first = engine
-        .append_text(id, reply, 0, "Héllo".into())
+        .append_text(id, reply, 0, "Héllo".into(), NODE)
         .await
         .unwrap();
     assert!(matches!(first, TextAppend::Appended(ref a) if a.entry.seq == 3));
     // A retry of the same append is recognised, not applied twice.
     assert!(matches!(
         engine
-            .append_text(id, reply, 0, "Héllo".into())
+            .append_text(id, reply, 0, "Héllo".into(), NODE)
             .await
             .unwrap(),
         TextAppend::AlreadyApplied
     ));
     assert!(matches!(
-        engine.append_text(id, reply, 0, "Other".into()).await,
+        engine.append_text(id, reply, 0, "Other".into(), NODE).await,
         Err(EngineError::Conflict(_))
     ));
     assert!(matches!(
-        engine.append_text(id, reply, 99, "x".into()).await,
+        engine.append_text(id, reply, 99, "x".into(), NODE).await,
         Err(EngineError::Conflict(_))
     ));
     engine
-        .append_text(id, reply, "Héllo".len(), " world".into())
+        .append_text(id, reply, "Héllo".len(), " world".into(), NODE)
         .await
         .unwrap();
     let snapshot = engine.snapshot(id).await.unwrap();
@@ -293,7 +297,7 @@ async fn folding_the_log_gives_the_snapshot(make: impl MakeSubject) {
         " \\ slash / and\nnewline",
     ] {
         engine
-            .append_text(id, t.ack.assistant_message_id, offset, word.into())
+            .append_text(id, t.ack.assistant_message_id, offset, word.into(), NODE)
             .await
             .unwrap();
         offset += word.len();
@@ -630,4 +634,82 @@ async fn node_announcements_are_listed(make: impl MakeSubject) {
         .await
         .unwrap();
     assert_eq!(engine.nodes().await.unwrap(), vec![announcement]);
+}
+
+async fn leases_fence_writers_and_lapsed_ones_are_adopted(make: impl MakeSubject) {
+    let subject = make.make(100).await;
+    let engine = subject.engine.as_ref();
+    let t = new_turn(engine, Uuid::new_v4(), "lease me").await;
+    let (id, reply) = (t.ack.conversation_id, t.ack.assistant_message_id);
+    let ttl = Duration::from_secs(30);
+    assert!(engine.renew_lease(id, reply, NODE, ttl).await.unwrap());
+    assert!(
+        !engine.renew_lease(id, reply, "other", ttl).await.unwrap(),
+        "held by {NODE}"
+    );
+    assert!(
+        engine.claim_orphans("other", ttl).await.unwrap().is_empty(),
+        "a live lease is not orphaned"
+    );
+    let fenced = engine
+        .append_text(id, reply, 0, "zombie".into(), "other")
+        .await;
+    assert!(
+        matches!(fenced, Err(EngineError::Conflict(_))),
+        "only the holder writes"
+    );
+    assert!(matches!(
+        engine.end_reply(id, done(reply), "other").await,
+        Err(EngineError::Conflict(_))
+    ));
+    engine
+        .append_text(id, reply, 0, "mine".into(), NODE)
+        .await
+        .unwrap();
+
+    // Handed over: another node adopts it, and the first is fenced out.
+    engine.release_lease(id, reply, NODE).await.unwrap();
+    assert_eq!(
+        engine.claim_orphans("other", ttl).await.unwrap(),
+        vec![(id, reply)]
+    );
+    assert!(
+        engine.claim_orphans("third", ttl).await.unwrap().is_empty(),
+        "claimed once"
+    );
+    assert!(!engine.renew_lease(id, reply, NODE, ttl).await.unwrap());
+    let stale = engine.append_text(id, reply, 4, " more".into(), NODE).await;
+    assert!(matches!(stale, Err(EngineError::Conflict(_))));
+    engine
+        .append_text(id, reply, 4, " theirs".into(), "other")
+        .await
+        .unwrap();
+
+    // A lapsed lease is adopted too.
+    engine
+        .renew_lease(id, reply, "other", Duration::from_millis(50))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let adopted = loop {
+        let adopted = engine.claim_orphans(NODE, ttl).await.unwrap();
+        if !adopted.is_empty() || tokio::time::Instant::now() > deadline {
+            break adopted;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(adopted, vec![(id, reply)]);
+
+    // A cancel (anyone may write it) ends the reply: it is never adopted again.
+    engine
+        .append(id, Event::Cancelled { message_id: reply })
+        .await
+        .unwrap();
+    assert!(!engine.renew_lease(id, reply, NODE, ttl).await.unwrap());
+    engine.release_lease(id, reply, NODE).await.unwrap();
+    assert!(engine.claim_orphans("other", ttl).await.unwrap().is_empty());
+    assert_eq!(
+        engine.snapshot(id).await.unwrap().messages[1].content,
+        "mine theirs"
+    );
 }

@@ -20,6 +20,8 @@ pub enum ActorKind {
     Connection,
     Conversation,
     Generation,
+    /// Adopts replies whose node stopped (one per node).
+    Failover,
 }
 
 /// One live actor.

@@ -7,8 +7,9 @@
 //! │   └── Connection{connection_id}  connections/connection.rs
 //! ├── Conversations                  conversations/mod.rs
 //! │   └── Conversation{id}           conversations/conversation.rs
-//! └── Generations                    generations/mod.rs
-//!     └── Generation{message_id}     generations/generation.rs
+//! ├── Generations                    generations/mod.rs
+//! │   └── Generation{message_id}     generations/generation.rs
+//! └── Failover                       failover.rs
 //! ```
 //!
 //! Actors are spawned only by their supervisors, on the main runtime. The
@@ -18,6 +19,7 @@ pub mod chat;
 pub mod connections;
 pub mod conversations;
 pub mod directory;
+pub mod failover;
 pub mod generations;
 pub mod registry;
 pub mod supervisor;

@@ -13,6 +13,7 @@ use super::NodeContext;
 use super::connections::{Connections, ConnectionsMsg};
 use super::conversations::{Conversations, ConversationsArgs, ConversationsMsg};
 use super::directory::ActorKind;
+use super::failover::{Failover, FailoverArgs};
 use super::generations::{Generations, GenerationsMsg};
 use super::registry::{Registry, RegistryArgs, RegistryMsg};
 
@@ -70,6 +71,19 @@ impl Actor for NodeSupervisor {
             &registry.get_cell(),
             ActorKind::Registry,
             "registry",
+            Some(&root),
+        );
+
+        let failover_args = FailoverArgs {
+            context: context.clone(),
+            generations: generations.clone(),
+        };
+        let (failover, _) =
+            Actor::spawn_linked(None, Failover, failover_args, root.clone()).await?;
+        directory.add(
+            &failover.get_cell(),
+            ActorKind::Failover,
+            "failover",
             Some(&root),
         );
 

@@ -199,16 +199,28 @@ pub trait Engine: Send + Sync + 'static {
     async fn append(&self, conversation_id: Uuid, event: Event) -> EngineResult<Appended>;
 
     /// Appends a delta to a streaming reply whose text is `offset` bytes
-    /// long. A retry of an append whose answer was lost is recognised and not
-    /// applied twice; any other offset mismatch is a `Conflict` (someone else
-    /// wrote to this reply).
+    /// long, on behalf of the generation `holder` (a node id). A retry of an
+    /// append whose answer was lost is recognised and not applied twice; any
+    /// other offset mismatch, or a lease on the reply held by another node,
+    /// is a `Conflict`: someone else writes this reply now.
     async fn append_text(
         &self,
         conversation_id: Uuid,
         message_id: Uuid,
         offset: usize,
         text: String,
+        holder: &str,
     ) -> EngineResult<TextAppend>;
+
+    /// Appends a reply's ending (`done`, `failed`, `cancelled`) on behalf of
+    /// its generation `holder`, refused as a `Conflict` when another node
+    /// holds the reply's lease.
+    async fn end_reply(
+        &self,
+        conversation_id: Uuid,
+        ending: Event,
+        holder: &str,
+    ) -> EngineResult<Appended>;
 
     /// The log after `after_seq`.
     async fn read(&self, conversation_id: Uuid, after_seq: u64) -> EngineResult<History>;
@@ -223,20 +235,40 @@ pub trait Engine: Send + Sync + 'static {
     /// Stops delivering this conversation's published events.
     async fn unwatch(&self, conversation_id: Uuid) -> EngineResult<()>;
 
-    /// Records that `node_id` generates this reply, for `ttl`; renewed while
-    /// it runs, so that cancels on other nodes reach it.
-    async fn hold_generation(
+    /// Takes or renews the lease on generating a reply for `ttl`. False
+    /// when another node holds it: this one must stop generating. A turn
+    /// started by `start_turn` is leased to the node that started it.
+    async fn renew_lease(
         &self,
+        conversation_id: Uuid,
         message_id: Uuid,
-        node_id: &str,
+        holder: &str,
         ttl: std::time::Duration,
+    ) -> EngineResult<bool>;
+
+    /// Gives up the lease (if `holder` has it) so that another node takes the
+    /// reply over at once; the reply stays in flight.
+    async fn release_lease(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        holder: &str,
     ) -> EngineResult<()>;
 
-    /// Forgets that this reply is generated anywhere.
-    async fn release_generation(&self, message_id: Uuid) -> EngineResult<()>;
+    /// Leases to `holder` every streaming reply whose lease lapsed (its node
+    /// stopped or stopped renewing), and returns them: (conversation, message).
+    async fn claim_orphans(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> EngineResult<Vec<(Uuid, Uuid)>>;
 
-    /// Asks the node generating this reply, if any other, to stop it.
-    async fn stop_remote_generation(&self, message_id: Uuid) -> EngineResult<()>;
+    /// Asks the node holding this reply's lease, if any, to stop generating it.
+    async fn stop_remote_generation(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+    ) -> EngineResult<()>;
 
     /// Publishes this node's live actors, valid for `ttl`.
     async fn announce_node(
@@ -252,6 +284,11 @@ pub trait Engine: Send + Sync + 'static {
     /// once, to the node's registry.
     fn take_bus(&self) -> Option<mpsc::UnboundedReceiver<BusMessage>>;
 }
+
+/// How long a node's lease on generating a reply lasts without renewal: the
+/// longest a reply waits before another node takes it over after its node
+/// died. Generations renew it three times within this.
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A new epoch name: opaque, and different for every life of a log.
 pub fn new_epoch() -> String {

@@ -43,7 +43,6 @@ pub struct RedisEngine {
     node_id: String,
     connection: ConnectionManager,
     script: Script,
-    release_script: Script,
     /// Log entries kept per conversation.
     history_size: usize,
     /// Lifetime of a conversation after its last turn.
@@ -84,15 +83,22 @@ fn turn_key(user: Uuid, client_msg_id: Uuid) -> String {
     format!("cs:turn:{user}:{client_msg_id}")
 }
 
-fn generation_key(message_id: Uuid) -> String {
-    format!("cs:gen:{message_id}")
-}
-
 fn announcement_key(node_id: &str) -> String {
     format!("cs:node:{node_id}:actors")
 }
 
 const NODES_KEY: &str = "cs:nodes";
+/// Every streaming reply of the cluster, as `<conversation>:<message>`: where
+/// failover looks for replies whose node stopped renewing their lease.
+const IN_FLIGHT_KEY: &str = "cs:inflight";
+
+fn in_flight_member(conversation_id: Uuid, message_id: Uuid) -> String {
+    format!("{conversation_id}:{message_id}")
+}
+
+fn lease_key(conversation_id: Uuid, message_id: Uuid) -> String {
+    format!("cs:{{{conversation_id}}}:lease:{message_id}")
+}
 
 fn now_iso() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -185,9 +191,6 @@ impl RedisEngine {
             node_id: node_id.to_owned(),
             connection,
             script: Script::new(include_str!("redis.lua")),
-            release_script: Script::new(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-            ),
             history_size: history_size.max(1),
             conversation_ttl,
             bus_receiver: Mutex::new(Some(bus_receiver)),
@@ -490,6 +493,8 @@ impl Engine for RedisEngine {
         for item in &removed {
             if let Some(message_id) = item.strip_prefix('m') {
                 pipe.del(format!("cs:msg:{message_id}")).ignore();
+                pipe.zrem(IN_FLIGHT_KEY, format!("{id}:{message_id}"))
+                    .ignore();
             } else if let Some(member) = item.strip_prefix('t') {
                 pipe.del(format!("cs:turn:{member}")).ignore();
             }
@@ -518,47 +523,7 @@ impl Engine for RedisEngine {
     }
 
     async fn append(&self, conversation_id: Uuid, event: Event) -> EngineResult<Appended> {
-        let message_id = event.message_id().to_string();
-        let event_json = serde_json::to_string(&event).map_err(internal)?;
-        let result = match &event {
-            Event::Message { .. } => {
-                return Err(internal("messages are added by start_turn"));
-            }
-            Event::Delta { text, .. } => {
-                self.run(
-                    conversation_id,
-                    "append",
-                    &["delta", &message_id, &event_json, "-1", text],
-                )
-                .await?
-            }
-            Event::Done { .. } => {
-                self.run(
-                    conversation_id,
-                    "append",
-                    &["done", &message_id, &event_json, "complete", ""],
-                )
-                .await?
-            }
-            Event::Cancelled { .. } => {
-                self.run(
-                    conversation_id,
-                    "append",
-                    &["cancelled", &message_id, &event_json, "cancelled", ""],
-                )
-                .await?
-            }
-            Event::Failed { error, .. } => {
-                let error = format!("E{error}");
-                self.run(
-                    conversation_id,
-                    "append",
-                    &["failed", &message_id, &event_json, "failed", &error],
-                )
-                .await?
-            }
-        };
-        Self::appended(&result)
+        self.append_event(conversation_id, event, "").await
     }
 
     async fn append_text(
@@ -567,6 +532,7 @@ impl Engine for RedisEngine {
         message_id: Uuid,
         offset: usize,
         text: String,
+        holder: &str,
     ) -> EngineResult<TextAppend> {
         let event = Event::Delta { message_id, text };
         let event_json = serde_json::to_string(&event).map_err(internal)?;
@@ -583,6 +549,7 @@ impl Engine for RedisEngine {
                     &event_json,
                     &offset.to_string(),
                     &text,
+                    holder,
                 ],
             )
             .await?;
@@ -590,6 +557,15 @@ impl Engine for RedisEngine {
             return Ok(TextAppend::AlreadyApplied);
         }
         Self::appended(&result).map(TextAppend::Appended)
+    }
+
+    async fn end_reply(
+        &self,
+        conversation_id: Uuid,
+        ending: Event,
+        holder: &str,
+    ) -> EngineResult<Appended> {
+        self.append_event(conversation_id, ending, holder).await
     }
 
     async fn read(&self, conversation_id: Uuid, after_seq: u64) -> EngineResult<History> {
@@ -703,40 +679,106 @@ impl Engine for RedisEngine {
             .map_err(map_error)
     }
 
-    async fn hold_generation(
+    async fn renew_lease(
         &self,
+        conversation_id: Uuid,
         message_id: Uuid,
-        node_id: &str,
+        holder: &str,
         ttl: Duration,
+    ) -> EngineResult<bool> {
+        let ttl = ttl.as_millis().to_string();
+        let result = self
+            .run(
+                conversation_id,
+                "lease",
+                &[&message_id.to_string(), holder, &ttl],
+            )
+            .await?;
+        Ok(result.first().map(String::as_str) == Some("1"))
+    }
+
+    async fn release_lease(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        holder: &str,
     ) -> EngineResult<()> {
-        let mut connection = self.connection.clone();
-        connection
-            .pset_ex(generation_key(message_id), node_id, ttl.as_millis() as u64)
-            .await
-            .map_err(map_error)
+        self.run(
+            conversation_id,
+            "release",
+            &[&message_id.to_string(), holder],
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn release_generation(&self, message_id: Uuid) -> EngineResult<()> {
+    async fn claim_orphans(&self, holder: &str, ttl: Duration) -> EngineResult<Vec<(Uuid, Uuid)>> {
         let mut connection = self.connection.clone();
-        self.release_script
-            .key(generation_key(message_id))
-            .arg(&self.node_id)
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map(|_| ())
-            .map_err(map_error)
-    }
-
-    async fn stop_remote_generation(&self, message_id: Uuid) -> EngineResult<()> {
-        let mut connection = self.connection.clone();
-        let owner: Option<String> = connection
-            .get(generation_key(message_id))
+        let members: Vec<String> = connection
+            .zrange(IN_FLIGHT_KEY, 0, -1)
             .await
             .map_err(map_error)?;
-        if let Some(owner) = owner {
+        let replies: Vec<(Uuid, Uuid)> = members
+            .iter()
+            .filter_map(|m| {
+                let (conversation, message) = m.split_once(':')?;
+                Some((conversation.parse().ok()?, message.parse().ok()?))
+            })
+            .collect();
+        if replies.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip finds the lapsed leases; only those are claimed.
+        let mut pipe = redis::pipe();
+        for (conversation_id, message_id) in &replies {
+            pipe.exists(lease_key(*conversation_id, *message_id));
+        }
+        let held: Vec<bool> = pipe.query_async(&mut connection).await.map_err(map_error)?;
+        let ttl = ttl.as_millis().to_string();
+        let mut claimed = Vec::new();
+        for (&(conversation_id, message_id), held) in replies.iter().zip(held) {
+            if held {
+                continue;
+            }
+            let outcome = match self
+                .run(
+                    conversation_id,
+                    "claim",
+                    &[&message_id.to_string(), holder, &ttl],
+                )
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(EngineError::NotFound) => vec!["ended".to_owned()],
+                Err(error) => return Err(error),
+            };
+            match outcome.first().map(String::as_str) {
+                Some("claimed") => claimed.push((conversation_id, message_id)),
+                Some("ended") => {
+                    let _: () = connection
+                        .zrem(IN_FLIGHT_KEY, in_flight_member(conversation_id, message_id))
+                        .await
+                        .map_err(map_error)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn stop_remote_generation(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+    ) -> EngineResult<()> {
+        let holder = self
+            .run(conversation_id, "holder", &[&message_id.to_string()])
+            .await?;
+        if let Some(node) = holder.first().filter(|h| !h.is_empty()) {
             let control = serde_json::to_string(&Control { stop: message_id }).map_err(internal)?;
+            let mut connection = self.connection.clone();
             let _: () = connection
-                .publish(node_channel(&owner), control)
+                .publish(node_channel(node), control)
                 .await
                 .map_err(map_error)?;
         }
@@ -801,6 +843,51 @@ impl Engine for RedisEngine {
 }
 
 impl RedisEngine {
+    /// Appends a delta (at any offset) or an ending, written by `holder`
+    /// ('' for anyone); an ending takes the reply out of flight.
+    async fn append_event(
+        &self,
+        conversation_id: Uuid,
+        event: Event,
+        holder: &str,
+    ) -> EngineResult<Appended> {
+        let message_id = event.message_id();
+        let id = message_id.to_string();
+        let event_json = serde_json::to_string(&event).map_err(internal)?;
+        let (status, error) = match &event {
+            Event::Message { .. } => return Err(internal("messages are added by start_turn")),
+            Event::Delta { text, .. } => {
+                let result = self
+                    .run(
+                        conversation_id,
+                        "append",
+                        &["delta", &id, &event_json, "-1", text, holder],
+                    )
+                    .await?;
+                return Self::appended(&result);
+            }
+            Event::Done { .. } => ("complete", String::new()),
+            Event::Cancelled { .. } => ("cancelled", String::new()),
+            Event::Failed { error, .. } => ("failed", format!("E{error}")),
+        };
+        let kind = match status {
+            "complete" => "done",
+            other => other,
+        };
+        let result = self
+            .run(
+                conversation_id,
+                "append",
+                &[kind, &id, &event_json, status, &error, holder],
+            )
+            .await?;
+        let mut connection = self.connection.clone();
+        let _: Result<(), _> = connection
+            .zrem(IN_FLIGHT_KEY, in_flight_member(conversation_id, message_id))
+            .await;
+        Self::appended(&result)
+    }
+
     /// Appends the user's message and the streaming reply (creating the
     /// conversation if asked), then indexes the new messages and remembers
     /// the `client_msg_id`.
@@ -863,6 +950,8 @@ impl RedisEngine {
                     &reply.id.to_string(),
                     &reply_stored,
                     &reply_event,
+                    &self.node_id,
+                    &super::LEASE_TTL.as_millis().to_string(),
                 ],
             )
             .await?;
@@ -886,6 +975,12 @@ impl RedisEngine {
         .set_ex(message_key(reply.id), conversation_id.to_string(), ttl)
         .ignore()
         .expire(user_key(request.user), ttl as i64)
+        .ignore()
+        .zadd(
+            IN_FLIGHT_KEY,
+            in_flight_member(conversation_id, reply.id),
+            now.timestamp_millis(),
+        )
         .ignore();
         if let Some(client_msg_id) = request.client_msg_id {
             let remembered = RememberedTurn {

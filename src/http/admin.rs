@@ -30,11 +30,13 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         tokio::time::timeout(READINESS_TIMEOUT, engine.ping()).await,
         Ok(Ok(()))
     );
+    let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
     let body = json!({
-        "ready": up,
+        "ready": up && !draining,
+        "draining": draining,
         "dependencies": { engine.name(): if up { "up" } else { "down" } },
     });
-    if up {
+    if up && !draining {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -29,6 +29,9 @@ pub struct AppState {
     pub actors: NodeActors,
     pub context: Arc<NodeContext>,
     pub metrics: PrometheusHandle,
+    /// Set while the node stops: readiness answers 503 so that the balancer
+    /// sends nobody new.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// The single-file page served at `/` when no built frontend is found, so

@@ -47,8 +47,10 @@ pub enum GenerationsMsg {
     Restart {
         message_id: Uuid,
     },
-    /// The message ids of the replies generated here.
-    Running(RpcReplyPort<Vec<Uuid>>),
+    /// The node is stopping: every Generation hands its reply over to the
+    /// cluster, and none starts here any more. Answers with the actors to
+    /// wait for.
+    Handoff(RpcReplyPort<Vec<ActorCell>>),
 }
 
 pub struct Generations;
@@ -64,6 +66,8 @@ struct Attempt {
 pub struct GenerationsState {
     context: Arc<NodeContext>,
     replies: HashMap<Uuid, Attempt>,
+    /// Set when the node stops: replies are left to other nodes.
+    draining: bool,
 }
 
 impl Actor for Generations {
@@ -79,6 +83,7 @@ impl Actor for Generations {
         Ok(GenerationsState {
             context,
             replies: HashMap::new(),
+            draining: false,
         })
     }
 
@@ -130,7 +135,7 @@ impl Actor for Generations {
                         && let Err(error) = state
                             .context
                             .engine
-                            .stop_remote_generation(message_id)
+                            .stop_remote_generation(conversation_id, message_id)
                             .await
                     {
                         tracing::warn!(%message_id, %error, "could not reach the generating node; it stops at its next append");
@@ -145,8 +150,19 @@ impl Actor for Generations {
                     actor.stop(Some("aborted".into()));
                 }
             }
-            GenerationsMsg::Running(reply) => {
-                let _ = reply.send(state.replies.keys().copied().collect());
+            GenerationsMsg::Handoff(reply) => {
+                state.draining = true;
+                let mut running = Vec::new();
+                for attempt in state.replies.values() {
+                    match &attempt.actor {
+                        Some(actor) => {
+                            let _ = actor.cast(GenerationMsg::Handoff);
+                            running.push(actor.get_cell());
+                        }
+                        None => state.release(&attempt.spec).await,
+                    }
+                }
+                let _ = reply.send(running);
             }
         }
         Ok(())
@@ -193,6 +209,12 @@ impl GenerationsState {
         let Some(attempt) = self.replies.get(&message_id) else {
             return;
         };
+        if self.draining {
+            let spec = attempt.spec.clone();
+            self.replies.remove(&message_id);
+            self.release(&spec).await;
+            return;
+        }
         let args = GenerationArgs {
             spec: attempt.spec.clone(),
             context: self.context.clone(),
@@ -239,6 +261,18 @@ impl GenerationsState {
         };
         if let Err(error) = self.context.engine.append(conversation_id, event).await {
             tracing::error!(%message_id, %error, "could not record the failure");
+        }
+    }
+
+    /// Leaves a reply to the other nodes: one adopts it at once.
+    async fn release(&self, spec: &GenerationSpec) {
+        let context = &self.context;
+        if let Err(error) = context
+            .engine
+            .release_lease(spec.conversation_id, spec.message_id, &context.node_id)
+            .await
+        {
+            tracing::warn!(message_id = %spec.message_id, %error, "lease not released; it lapses instead");
         }
     }
 
