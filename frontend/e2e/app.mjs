@@ -1,0 +1,80 @@
+// Page helpers for driving the chat UI. Every wait is on a condition in the
+// page, never a fixed sleep.
+
+/** @typedef {import('playwright-core').Page} Page */
+
+export const REPLY_TOKENS = 80;
+const TIMEOUT = 15_000;
+
+/** @param {Page} page */
+export async function waitConnected(page) {
+  await page.waitForSelector('[data-testid=connection][data-state=connected]', { timeout: TIMEOUT });
+}
+
+/** Type a message and press Enter. @param {Page} page @param {string} text */
+export async function sendMessage(page, text) {
+  const composer = page.locator('[data-testid=composer]');
+  await composer.fill(text);
+  await composer.press('Enter');
+}
+
+/** The open conversation's id, from the address. @param {Page} page */
+export async function conversationId(page) {
+  await page.waitForFunction(() => location.hash.startsWith('#/c/'), null, { timeout: TIMEOUT });
+  return page.evaluate(() => decodeURIComponent(location.hash.slice(4)));
+}
+
+/**
+ * The last reply as the page shows it: its text and status.
+ * @param {Page} page
+ * @returns {Promise<{ text: string, status: string } | null>}
+ */
+export function lastReply(page) {
+  return page.evaluate(() => {
+    const replies = document.querySelectorAll('[data-testid=message][data-role=assistant]');
+    const el = replies[replies.length - 1];
+    if (!el) return null;
+    return { text: el.querySelector('.markdown')?.textContent ?? '', status: el.getAttribute('data-status') ?? '' };
+  });
+}
+
+/**
+ * Wait until the last reply satisfies a condition on its text length and status.
+ * @param {Page} page
+ * @param {{ longerThan?: number, status?: string }} condition
+ */
+export async function waitReply(page, { longerThan = -1, status } = {}) {
+  await page.waitForFunction(
+    ({ longerThan, status }) => {
+      const replies = document.querySelectorAll('[data-testid=message][data-role=assistant]');
+      const el = replies[replies.length - 1];
+      if (!el) return false;
+      const length = (el.querySelector('.markdown')?.textContent ?? '').length;
+      return length > longerThan && (status === undefined || el.getAttribute('data-status') === status);
+    },
+    { longerThan, status },
+    { timeout: TIMEOUT },
+  );
+  return /** @type {{ text: string, status: string }} */ (await lastReply(page));
+}
+
+/** Texts of every message shown, in order. @param {Page} page */
+export function shownMessages(page) {
+  return page.$$eval('[data-testid=message]', (els) =>
+    els.map((el) => ({ role: el.getAttribute('data-role'), text: el.querySelector('.markdown')?.textContent ?? '' })),
+  );
+}
+
+/**
+ * The conversation as the server holds it, read with the page's own token.
+ * @param {Page} page @param {string} id
+ * @returns {Promise<{ messages: { role: string, content: string, status: string }[] }>}
+ */
+export async function serverConversation(page, id) {
+  return /** @type {any} */ (await page.evaluate(async (id) => {
+    const { token } = JSON.parse(localStorage.getItem('chatstream.auth') ?? '{}');
+    const response = await fetch(`/api/conversations/${id}`, { headers: { Authorization: `Bearer ${token}` } });
+    if (!response.ok) throw new Error(`GET conversation: HTTP ${response.status}`);
+    return response.json();
+  }, id));
+}

@@ -1,0 +1,182 @@
+import { useCallback, useEffect, useRef, useState } from 'react';
+import { ChatHeader } from './components/ChatHeader';
+import { Composer } from './components/Composer';
+import { ConnectionIndicator } from './components/ConnectionIndicator';
+import { titleOf } from './components/ConversationList';
+import { EmptyState } from './components/EmptyState';
+import { MessageList } from './components/MessageList';
+import { ModelPicker } from './components/ModelPicker';
+import { Notices } from './components/Notices';
+import { Sidebar } from './components/Sidebar';
+import { useChatClient, useChatState } from './hooks/useChat';
+import { useConversations } from './hooks/useConversations';
+import { useModels } from './hooks/useModels';
+import { useRoute } from './hooks/useRoute';
+import { useTheme } from './hooks/useTheme';
+import type { Message } from './protocol';
+
+export function App() {
+  const client = useChatClient();
+  const state = useChatState();
+  const [route, navigate] = useRoute();
+  const { conversations, loaded, remove } = useConversations(state.listVersion);
+  const { models, model, setModel } = useModels();
+  const [theme, setTheme] = useTheme();
+  const [draft, setDraft] = useState('');
+  const [drawerOpen, setDrawerOpen] = useState(false);
+  const [newChatRequest, setNewChatRequest] = useState<string | null>(null);
+
+  // Receive the open conversation's events (resumed by the client after any reconnect).
+  useEffect(() => {
+    if (!route) return;
+    client.follow(route);
+    return () => client.unfollow(route);
+  }, [client, route]);
+
+  useOpenCreatedConversation(state.created, newChatRequest, route, navigate, setNewChatRequest);
+  useLeaveRemovedConversation(state.removed, state.userId, route, navigate);
+  useGiveBackRefusedText(state.notices, setDraft);
+
+  const conversation = route ? state.conversations[route] : undefined;
+  const messages = conversation?.messages ?? [];
+  const pending = state.pending.filter((p) => p.conversationId === route);
+  const streaming = lastReplyIfStreaming(messages);
+  const loading = route !== null && (!conversation || (conversation.epoch === null && conversation.sync !== 'live'));
+  const busy = pending.length > 0 || loading;
+
+  const summary = conversations.find((c) => c.id === route);
+  const firstUser = messages.find((m) => m.role === 'user');
+  const title = route ? (summary ? titleOf(summary) : firstUser?.content.slice(0, 80) ?? 'Chat') : 'New chat';
+  useEffect(() => {
+    document.title = route ? `${title} · chatstream` : 'chatstream';
+  }, [route, title]);
+
+  const send = useCallback(
+    (text: string) => {
+      const requestId = client.send(route, text, model || undefined);
+      if (!route) setNewChatRequest(requestId);
+      return true;
+    },
+    [client, route, model],
+  );
+
+  // The protocol has no regenerate frame: ask the same question again as a new turn.
+  const regenerate = useCallback(() => {
+    const question = [...messages].reverse().find((m) => m.role === 'user');
+    if (question && route) client.send(route, question.content, model || undefined);
+  }, [client, messages, route, model]);
+  const last = messages.at(-1);
+  const canRegenerate = last?.role === 'assistant' && last.status !== 'streaming' && !busy;
+
+  const closeDrawer = useCallback(() => setDrawerOpen(false), []);
+  const newChat = () => {
+    closeDrawer();
+    navigate(null);
+  };
+
+  return (
+    <div className="app" data-drawer={drawerOpen}>
+      <a href="#composer-input" className="skip-link">
+        Skip to message box
+      </a>
+      <Sidebar
+        open={drawerOpen}
+        onClose={closeDrawer}
+        onNewChat={newChat}
+        conversations={conversations}
+        loaded={loaded}
+        current={route}
+        onDelete={(id) => {
+          if (id === route) navigate(null, true);
+          void remove(id);
+        }}
+        theme={theme}
+        onTheme={setTheme}
+      />
+      {drawerOpen && <div className="scrim" onClick={closeDrawer} aria-hidden="true" />}
+      <main className="chat">
+        <ChatHeader title={title} drawerOpen={drawerOpen} onMenu={() => setDrawerOpen(true)}>
+          <ModelPicker models={models} value={model} onChange={setModel} />
+          <ConnectionIndicator connection={state.connection} onRetry={() => client.retryNow()} />
+        </ChatHeader>
+        <Notices notices={state.notices} onDismiss={(id) => client.dismissNotice(id)} />
+        {loading ? (
+          <div className="loading" role="status">
+            <span className="spinner" aria-hidden="true" />
+            Loading conversation…
+          </div>
+        ) : messages.length === 0 && pending.length === 0 ? (
+          <EmptyState onPick={setDraft} />
+        ) : (
+          <MessageList
+            conversationKey={route ?? 'new'}
+            messages={messages}
+            pending={pending}
+            onRegenerate={canRegenerate ? regenerate : undefined}
+          />
+        )}
+        <Composer
+          value={draft}
+          onChange={setDraft}
+          onSend={send}
+          streaming={streaming !== undefined}
+          stopping={streaming !== undefined && state.cancelling.includes(streaming.id)}
+          onStop={() => streaming && client.cancel(streaming.id)}
+          busy={busy}
+          focusKey={route ?? 'new'}
+        />
+      </main>
+    </div>
+  );
+}
+
+/** The last reply, when it is still being written (here, after a reload or in another tab). */
+function lastReplyIfStreaming(messages: readonly Message[]): Message | undefined {
+  const reply = messages.findLast((m) => m.role === 'assistant');
+  return reply?.status === 'streaming' ? reply : undefined;
+}
+
+/** Once the server takes the first message of a new chat, show that conversation. */
+function useOpenCreatedConversation(
+  created: Readonly<Record<string, string>>,
+  request: string | null,
+  route: string | null,
+  navigate: (id: string | null, replace?: boolean) => void,
+  done: (request: null) => void,
+) {
+  useEffect(() => {
+    const id = request ? created[request] : undefined;
+    if (!id) return;
+    done(null);
+    // Unless the user went elsewhere meanwhile.
+    if (route === null) navigate(id);
+  }, [created, request, route, navigate, done]);
+}
+
+/** A conversation deleted (here or in another tab) or not ours any more closes. */
+function useLeaveRemovedConversation(
+  removed: readonly string[],
+  userId: string | null,
+  route: string | null,
+  navigate: (id: string | null, replace?: boolean) => void,
+) {
+  const user = useRef(userId);
+  useEffect(() => {
+    const newUser = user.current !== null && userId !== null && user.current !== userId;
+    if (userId !== null) user.current = userId;
+    if (route && (newUser || removed.includes(route))) navigate(null, true);
+  }, [removed, userId, route, navigate]);
+}
+
+/** A send the server refused puts its text back in an empty composer, to retry. */
+function useGiveBackRefusedText(notices: readonly { id: string; refusedContent?: string }[], setDraft: (update: (draft: string) => string) => void) {
+  const handled = useRef(new Set<string>());
+  useEffect(() => {
+    for (const n of notices) {
+      if (n.refusedContent === undefined || handled.current.has(n.id)) continue;
+      handled.current.add(n.id);
+      const text = n.refusedContent;
+      setDraft((draft) => draft || text);
+    }
+  }, [notices, setDraft]);
+}

@@ -1,0 +1,30 @@
+import type { ReactNode } from 'react';
+import { MenuIcon } from './icons';
+
+interface Props {
+  title: string;
+  drawerOpen: boolean;
+  onMenu: () => void;
+  children: ReactNode;
+}
+
+export function ChatHeader({ title, drawerOpen, onMenu, children }: Props) {
+  return (
+    <header className="chat-header">
+      <button
+        type="button"
+        className="icon-button menu"
+        onClick={onMenu}
+        aria-label="Open conversations"
+        aria-controls="sidebar"
+        aria-expanded={drawerOpen}
+      >
+        <MenuIcon />
+      </button>
+      <h1 className="chat-title" title={title}>
+        {title}
+      </h1>
+      <div className="chat-tools">{children}</div>
+    </header>
+  );
+}

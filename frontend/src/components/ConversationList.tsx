@@ -1,0 +1,82 @@
+import { useEffect, useRef, useState } from 'react';
+import type { ConversationSummary } from '../api/http';
+import { groupByDay } from '../lib/groups';
+import { TrashIcon } from './icons';
+
+interface Props {
+  conversations: readonly ConversationSummary[];
+  loaded: boolean;
+  current: string | null;
+  onOpen: () => void;
+  onDelete: (id: string) => void;
+}
+
+/** Titles are the first message's start, Markdown included: show them as plain text. */
+export const titleOf = (c: Pick<ConversationSummary, 'title'>) =>
+  c.title?.replace(/[*_`~#>]+/g, '').replace(/\s+/g, ' ').trim() || 'Untitled chat';
+
+export function ConversationList({ conversations, loaded, current, onOpen, onDelete }: Props) {
+  // Deleting asks once, inline, instead of a modal dialog.
+  const [confirming, setConfirming] = useState<string | null>(null);
+
+  if (!loaded) return <p className="list-note">Loading…</p>;
+  if (conversations.length === 0) return <p className="list-note">No conversations yet.</p>;
+
+  return (
+    <nav className="conversation-list" aria-label="Conversations">
+      {groupByDay(conversations, (c) => c.updated_at).map((group) => (
+        <section key={group.label}>
+          <h2 className="group-label">{group.label}</h2>
+          <ul>
+            {group.items.map((c) =>
+              confirming === c.id ? (
+                <ConfirmDelete
+                  key={c.id}
+                  title={titleOf(c)}
+                  onConfirm={() => {
+                    setConfirming(null);
+                    onDelete(c.id);
+                  }}
+                  onCancel={() => setConfirming(null)}
+                />
+              ) : (
+                <li key={c.id} className="conversation" data-testid="conversation" data-id={c.id}>
+                  <a href={`#/c/${c.id}`} aria-current={c.id === current ? 'page' : undefined} onClick={onOpen}>
+                    {titleOf(c)}
+                  </a>
+                  <button
+                    type="button"
+                    className="icon-button delete"
+                    aria-label={`Delete “${titleOf(c)}”`}
+                    title="Delete"
+                    onClick={() => setConfirming(c.id)}
+                  >
+                    <TrashIcon />
+                  </button>
+                </li>
+              ),
+            )}
+          </ul>
+        </section>
+      ))}
+    </nav>
+  );
+}
+
+function ConfirmDelete({ title, onConfirm, onCancel }: { title: string; onConfirm: () => void; onCancel: () => void }) {
+  const cancel = useRef<HTMLButtonElement>(null);
+  useEffect(() => cancel.current?.focus(), []);
+  return (
+    <li className="conversation confirming" onKeyDown={(e) => e.key === 'Escape' && onCancel()}>
+      <span className="confirm-text" title={title}>
+        Delete this chat?
+      </span>
+      <button type="button" className="small-button danger" data-testid="confirm-delete" onClick={onConfirm}>
+        Delete
+      </button>
+      <button type="button" className="small-button" ref={cancel} onClick={onCancel}>
+        Cancel
+      </button>
+    </li>
+  );
+}

@@ -1,0 +1,227 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ChatClient, type SocketLike } from './client';
+import { BOT_MSG, CONV, exchange, message, snapshot, USER_MSG } from './testing';
+import type { ClientFrame, ServerFrame } from './types';
+
+/** A socket the test plays the server for. */
+class FakeSocket implements SocketLike {
+  readyState = 1;
+  readonly sent: ClientFrame[] = [];
+  onmessage: SocketLike['onmessage'] = null;
+  onclose: SocketLike['onclose'] = null;
+  constructor(readonly url: string) {}
+  send(data: string) {
+    this.sent.push(JSON.parse(data) as ClientFrame);
+  }
+  close() {
+    this.readyState = 3;
+  }
+  receive(...frames: ServerFrame[]) {
+    for (const frame of frames) this.onmessage?.(new MessageEvent('message', { data: JSON.stringify(frame) }));
+  }
+  /** The server (or the network) ends the connection. */
+  drop(code = 1006) {
+    this.readyState = 3;
+    // Node has no CloseEvent; the client reads only `code`.
+    this.onclose?.({ code } as CloseEvent);
+  }
+  ofType<T extends ClientFrame['type']>(type: T) {
+    return this.sent.filter((f): f is Extract<ClientFrame, { type: T }> => f.type === type);
+  }
+}
+
+const welcome = (node = 'n1'): ServerFrame => ({
+  type: 'welcome',
+  node_id: node,
+  connection_id: 'c',
+  user_id: 'u1',
+  protocol: 1,
+  heartbeat_ms: 10_000,
+});
+
+let sockets: FakeSocket[];
+let dropToken: ReturnType<typeof vi.fn<(token: string) => void>>;
+let client: ChatClient;
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  sockets = [];
+  dropToken = vi.fn<(token: string) => void>();
+  client = new ChatClient({
+    url: (token) => `ws://test/ws/chat?token=${token}`,
+    getToken: async () => 'tok',
+    dropToken,
+    createSocket: (url) => {
+      const socket = new FakeSocket(url);
+      sockets.push(socket);
+      return socket;
+    },
+    random: () => 0.5,
+  });
+});
+
+afterEach(() => {
+  client.stop();
+  vi.useRealTimers();
+});
+
+/** Start (or wait for the reconnect), and answer with `welcome`. */
+async function connect(node = 'n1'): Promise<FakeSocket> {
+  const before = sockets.length;
+  await vi.advanceTimersByTimeAsync(before === 0 ? 0 : 20_000);
+  const socket = sockets.at(-1)!;
+  expect(sockets.length).toBe(before + 1);
+  socket.receive(welcome(node));
+  return socket;
+}
+
+const reply = () => client.getState().conversations[CONV]?.messages.find((m) => m.id === BOT_MSG);
+
+describe('ChatClient', () => {
+  it('subscribes an open conversation, fills it from the snapshot and follows its events', async () => {
+    client.follow(CONV);
+    client.start();
+    const socket = await connect();
+    expect(client.getState().connection).toEqual({ status: 'connected', nodeId: 'n1' });
+    const [sub] = socket.ofType('subscribe');
+    expect(sub).toMatchObject({ conversation_id: CONV });
+    expect(sub).not.toHaveProperty('since');
+
+    const log = exchange(['one', ' two', ' three']);
+    socket.receive(
+      { type: 'subscribed', id: sub!.id, conversation_id: CONV, epoch: 'e1', seq: 3, recovered: false },
+      snapshot(3, [message(USER_MSG, 'user', 'hello'), message(BOT_MSG, 'assistant', 'one', 'streaming')]),
+      ...log.slice(3),
+    );
+    expect(reply()).toMatchObject({ content: 'one two three', status: 'complete' });
+  });
+
+  it('resumes every open conversation with since after a reconnect, without repeating text', async () => {
+    const other = '00000000-0000-4000-8000-000000000002';
+    client.follow(CONV);
+    client.follow(other);
+    client.start();
+    let socket = await connect();
+    const log = exchange(['a', 'b', 'c', 'd']);
+    socket.receive(
+      { type: 'subscribed', id: socket.ofType('subscribe')[0]!.id, conversation_id: CONV, epoch: 'e1', seq: 0, recovered: false },
+      snapshot(0, []),
+      ...log.slice(0, 4),
+    );
+    socket.drop(1012);
+    expect(client.getState().connection.status).toBe('reconnecting');
+
+    socket = await connect('n2');
+    const subs = socket.ofType('subscribe');
+    expect(subs.map((s) => s.conversation_id).sort()).toEqual([CONV, other].sort());
+    expect(subs.find((s) => s.conversation_id === CONV)!.since).toEqual({ epoch: 'e1', seq: 4 });
+    expect(subs.find((s) => s.conversation_id === other)!.since).toBeUndefined();
+
+    // The server replays from seq 5; an overlap would be dropped too.
+    socket.receive(
+      { type: 'subscribed', id: subs[0]!.id, conversation_id: CONV, epoch: 'e1', seq: 6, recovered: true },
+      ...log.slice(3),
+    );
+    expect(reply()).toMatchObject({ content: 'abcd', status: 'complete' });
+    expect(client.getState().connection).toEqual({ status: 'connected', nodeId: 'n2' });
+  });
+
+  it('asks to resume from its last seq when it sees a gap', async () => {
+    client.follow(CONV);
+    client.start();
+    const socket = await connect();
+    const log = exchange(['a', 'b', 'c']);
+    socket.receive(
+      { type: 'subscribed', id: socket.ofType('subscribe')[0]!.id, conversation_id: CONV, epoch: 'e1', seq: 0, recovered: false },
+      snapshot(0, []),
+      log[0]!,
+      log[1]!,
+      log[3]!,
+      log[4]!,
+    );
+    const resume = socket.ofType('subscribe')[1];
+    expect(resume).toMatchObject({ conversation_id: CONV, since: { epoch: 'e1', seq: 2 } });
+    expect(socket.ofType('subscribe')).toHaveLength(2);
+  });
+
+  it('resends an unacknowledged send with the same ids after a reconnect, and shows it until its message arrives', async () => {
+    client.start();
+    let socket = await connect();
+    const requestId = client.send(null, 'hello', 'demo');
+    const [first] = socket.ofType('send');
+    expect(first).toMatchObject({ id: requestId, content: 'hello', model: 'demo' });
+    expect(first).not.toHaveProperty('conversation_id');
+    socket.drop();
+
+    socket = await connect();
+    const [again] = socket.ofType('send');
+    expect(again).toEqual(first);
+    expect(client.getState().pending).toHaveLength(1);
+
+    // Events of a new conversation start at seq 1, possibly before the ack.
+    const log = exchange(['hi']);
+    socket.receive(log[0]!, {
+      type: 'ack',
+      id: requestId,
+      conversation_id: CONV,
+      user_message_id: USER_MSG,
+      assistant_message_id: BOT_MSG,
+    });
+    expect(client.getState().created[requestId]).toBe(CONV);
+    expect(client.getState().pending).toEqual([]);
+    socket.receive(...log.slice(1));
+    expect(reply()).toMatchObject({ content: 'hi', status: 'complete' });
+
+    // The new conversation is followed: a reconnect resumes it.
+    socket.drop();
+    socket = await connect();
+    expect(socket.ofType('subscribe')[0]).toMatchObject({ conversation_id: CONV, since: { epoch: 'e1', seq: 4 } });
+  });
+
+  it('hands back the text of a refused send in a notice', async () => {
+    client.start();
+    const socket = await connect();
+    const requestId = client.send(CONV, 'too soon');
+    socket.receive({ type: 'error', id: requestId, code: 'conflict', message: 'a reply is still streaming' });
+    expect(client.getState().pending).toEqual([]);
+    expect(client.getState().notices).toMatchObject([{ code: 'conflict', refusedContent: 'too soon' }]);
+  });
+
+  it('forgets its token when the server refuses it, and reconnects with backoff', async () => {
+    client.start();
+    const socket = await connect();
+    socket.drop(1008);
+    expect(dropToken).toHaveBeenCalledExactlyOnceWith('tok');
+    const state = client.getState().connection;
+    expect(state.status).toBe('reconnecting');
+    await vi.advanceTimersByTimeAsync(200);
+    expect(sockets).toHaveLength(1); // the first retry waits between 250 and 500 ms
+    await vi.advanceTimersByTimeAsync(300);
+    expect(sockets).toHaveLength(2);
+  });
+
+  it('pings every half heartbeat, and reconnects when the link goes silent', async () => {
+    client.start();
+    const socket = await connect();
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(socket.ofType('ping')).toHaveLength(1);
+    socket.receive({ type: 'pong' });
+    // Three ping periods without a frame: the client gives the socket up.
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(client.getState().connection.status).toBe('reconnecting');
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(sockets).toHaveLength(2);
+  });
+
+  it('forgets a conversation the server deleted', async () => {
+    client.follow(CONV);
+    client.start();
+    const socket = await connect();
+    socket.receive(
+      { type: 'subscribed', id: socket.ofType('subscribe')[0]!.id, conversation_id: CONV, epoch: 'e1', seq: 0, recovered: false },
+      snapshot(0, []),
+      { type: 'unsubscribed', conversation_id: CONV },
+    );
+    expect(client.getState().conversations[CONV]).toBeUndefined();
+  });
+});

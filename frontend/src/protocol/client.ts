@@ -1,0 +1,466 @@
+// The WebSocket client: one socket at a time, reconnected with backoff, every
+// followed conversation resumed with `since`, unanswered sends and cancels
+// replayed (the server deduplicates them by id). The UI reads `getState()`
+// and calls the methods below; it never sees a frame.
+
+import { backoffDelay } from './backoff';
+import { uuid } from './ids';
+import {
+  applyEvent,
+  applySnapshot,
+  applySubscribed,
+  emptyConversation,
+  sinceOf,
+  type ConversationState,
+} from './reducer';
+import {
+  CLOSE_BAD_TOKEN,
+  type AckFrame,
+  type ClientFrame,
+  type ErrorCode,
+  type ErrorFrame,
+  type ServerFrame,
+  type Since,
+  type WelcomeFrame,
+} from './types';
+
+export type ConnectionState =
+  | { status: 'connecting' }
+  | { status: 'connected'; nodeId: string }
+  | { status: 'reconnecting'; retryAt: number }
+  | { status: 'offline' };
+
+/** A message the user sent that the conversation does not show yet. */
+export interface PendingSend {
+  requestId: string;
+  conversationId: string | null;
+  content: string;
+  /** Known once acknowledged; the entry leaves when this message appears. */
+  userMessageId: string | null;
+}
+
+export interface Notice {
+  id: string;
+  /** An `error` frame's code, or the code of an HTTP error the UI reports. */
+  code: string;
+  message: string;
+  /** The text of a send the server refused, so the UI can hand it back. */
+  refusedContent?: string;
+}
+
+export interface ClientState {
+  connection: ConnectionState;
+  userId: string | null;
+  conversations: Readonly<Record<string, ConversationState>>;
+  pending: readonly PendingSend[];
+  /** Assistant messages with a cancel on its way. */
+  cancelling: readonly string[];
+  /** Send request id → the conversation that send created. */
+  created: Readonly<Record<string, string>>;
+  notices: readonly Notice[];
+  /** Conversations dropped because they were deleted or are not ours. */
+  removed: readonly string[];
+  /** Grows whenever the server's list of conversations may have changed. */
+  listVersion: number;
+}
+
+/** The part of a browser WebSocket the client uses (tests pass a fake). */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onmessage: ((event: MessageEvent) => void) | null;
+  onclose: ((event: CloseEvent) => void) | null;
+}
+
+export interface ClientOptions {
+  /** The socket address for a token. */
+  url(token: string): string;
+  getToken(): Promise<string>;
+  /** The server refused this token: forget it so the next `getToken` renews it. */
+  dropToken(token: string): void;
+  createSocket(url: string): SocketLike;
+  isOnline?(): boolean;
+  random?(): number;
+}
+
+type SendFrame = Extract<ClientFrame, { type: 'send' }>;
+type CancelFrame = Extract<ClientFrame, { type: 'cancel' }>;
+
+const OPEN = 1;
+/** Close code for a link that went silent; browsers allow 4000–4999 from clients. */
+const CLOSE_SILENT = 4000;
+/** Wait before subscribing again after the server answered `unavailable`. */
+const RESUBSCRIBE_RETRY_MS = 1000;
+
+const initialState = (): ClientState => ({
+  connection: { status: 'connecting' },
+  userId: null,
+  conversations: {},
+  pending: [],
+  cancelling: [],
+  created: {},
+  notices: [],
+  removed: [],
+  listVersion: 0,
+});
+
+export class ChatClient {
+  private state = initialState();
+  private readonly listeners = new Set<() => void>();
+  private socket: SocketLike | null = null;
+  /** True between `welcome` and the socket's end: frames may be sent. */
+  private ready = false;
+  private attempt = 0;
+  /** The token the current socket was opened with. */
+  private token = '';
+  private heartbeatMs = 25_000;
+  private lastHeard = 0;
+  private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private stopped = false;
+  /** Conversations the UI has open: subscribed again after every reconnect. */
+  private readonly followed = new Set<string>();
+  /** Subscribe request id → conversation, to route its `error`. */
+  private readonly subscribeRequests = new Map<string, string>();
+  /** Sends and cancels not answered yet, replayed in order after a reconnect. */
+  private readonly outbox = new Map<string, SendFrame | CancelFrame>();
+
+  constructor(private readonly options: ClientOptions) {}
+
+  // ---- store interface (React's useSyncExternalStore) ----
+
+  getState = (): ClientState => this.state;
+
+  onChange = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  // ---- lifecycle ----
+
+  start(): void {
+    this.stopped = false;
+    void this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.reconnectTimer);
+    this.dropSocket()?.close(1000, 'client stopped');
+  }
+
+  /** Skip the backoff wait (the network came back, or the user asked). */
+  retryNow(): void {
+    if (this.socket || this.stopped) return;
+    clearTimeout(this.reconnectTimer);
+    this.attempt = 0;
+    void this.connect();
+  }
+
+  /** The browser lost its network: the socket is dead even if no close came yet. */
+  wentOffline(): void {
+    if (this.stopped) return;
+    this.dropSocket()?.close(1000, 'offline');
+    this.scheduleReconnect();
+  }
+
+  // ---- what the UI asks for ----
+
+  follow(conversationId: string): void {
+    if (this.followed.has(conversationId)) return;
+    this.followed.add(conversationId);
+    if (this.ready) this.subscribe(conversationId);
+    else if (!this.state.conversations[conversationId]) {
+      this.setConversation(conversationId, emptyConversation('resyncing'));
+    }
+  }
+
+  /** Stop receiving a conversation; what we hold stays, to resume from later. */
+  unfollow(conversationId: string): void {
+    if (!this.followed.delete(conversationId)) return;
+    this.transmit({ type: 'unsubscribe', id: uuid(), conversation_id: conversationId });
+  }
+
+  /** The conversation was deleted: drop everything about it. */
+  forget(conversationId: string): void {
+    this.unfollow(conversationId);
+    this.dropConversation(conversationId);
+  }
+
+  /** Send a message; `conversationId` null starts a new conversation. Returns the request id. */
+  send(conversationId: string | null, content: string, model?: string): string {
+    const frame: SendFrame = { type: 'send', id: uuid(), content, client_msg_id: uuid() };
+    if (conversationId) frame.conversation_id = conversationId;
+    if (model) frame.model = model;
+    this.outbox.set(frame.id, frame);
+    this.update({
+      pending: [
+        ...this.state.pending,
+        { requestId: frame.id, conversationId, content, userMessageId: null },
+      ],
+    });
+    this.transmit(frame);
+    return frame.id;
+  }
+
+  cancel(messageId: string): void {
+    if (this.state.cancelling.includes(messageId)) return;
+    const frame: CancelFrame = { type: 'cancel', id: uuid(), message_id: messageId };
+    this.outbox.set(frame.id, frame);
+    this.update({ cancelling: [...this.state.cancelling, messageId] });
+    this.transmit(frame);
+  }
+
+  /** Show a problem outside the socket (an HTTP call) the same way as `error` frames. */
+  notify(code: string, message: string): void {
+    this.update({ notices: [...this.state.notices, { id: uuid(), code, message }] });
+  }
+
+  dismissNotice(id: string): void {
+    this.update({ notices: this.state.notices.filter((n) => n.id !== id) });
+  }
+
+  // ---- the socket ----
+
+  private async connect(): Promise<void> {
+    this.reconnectTimer = undefined;
+    if (this.stopped) return;
+    if (this.options.isOnline && !this.options.isOnline()) return this.scheduleReconnect();
+    try {
+      this.token = await this.options.getToken();
+    } catch {
+      return this.scheduleReconnect();
+    }
+    if (this.stopped || this.socket) return;
+    const socket = this.options.createSocket(this.options.url(this.token));
+    this.socket = socket;
+    socket.onmessage = (event) => {
+      if (this.socket !== socket || typeof event.data !== 'string') return;
+      let frame: ServerFrame;
+      try {
+        frame = JSON.parse(event.data) as ServerFrame;
+      } catch {
+        return; // not JSON: nothing we could apply
+      }
+      this.lastHeard = Date.now();
+      this.onFrame(frame);
+    };
+    socket.onclose = (event) => {
+      if (this.socket !== socket) return;
+      this.dropSocket();
+      if (event.code === CLOSE_BAD_TOKEN) this.options.dropToken(this.token);
+      this.scheduleReconnect();
+    };
+  }
+
+  /** Detach the current socket so none of its late callbacks act; returns it. */
+  private dropSocket(): SocketLike | null {
+    const socket = this.socket;
+    this.socket = null;
+    this.ready = false;
+    clearInterval(this.heartbeatTimer);
+    // Subscriptions die with the socket; their answers will never come.
+    this.subscribeRequests.clear();
+    if (socket) {
+      socket.onmessage = null;
+      socket.onclose = null;
+    }
+    return socket;
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped) return;
+    const delay = backoffDelay(this.attempt++, this.options.random);
+    const online = !this.options.isOnline || this.options.isOnline();
+    this.update({
+      connection: online ? { status: 'reconnecting', retryAt: Date.now() + delay } : { status: 'offline' },
+    });
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => void this.connect(), delay);
+  }
+
+  private startHeartbeat(): void {
+    clearInterval(this.heartbeatTimer);
+    const every = Math.max(250, this.heartbeatMs / 2);
+    this.heartbeatTimer = setInterval(() => {
+      // Pongs answer our pings, so silence this long means a dead link (a
+      // half-open TCP connection never fires `close` on its own).
+      if (Date.now() - this.lastHeard > every * 3) {
+        this.dropSocket()?.close(CLOSE_SILENT, 'heartbeat timeout');
+        this.scheduleReconnect();
+      } else {
+        this.transmit({ type: 'ping' });
+      }
+    }, every);
+  }
+
+  private transmit(frame: ClientFrame): void {
+    if (this.ready && this.socket?.readyState === OPEN) this.socket.send(JSON.stringify(frame));
+  }
+
+  private subscribe(conversationId: string, since: Since | undefined = sinceOf(this.conversation(conversationId))): void {
+    const id = uuid();
+    this.subscribeRequests.set(id, conversationId);
+    this.setConversation(conversationId, {
+      ...(this.conversation(conversationId) ?? emptyConversation()),
+      sync: 'resyncing',
+    });
+    this.transmit({ type: 'subscribe', id, conversation_id: conversationId, ...(since ? { since } : {}) });
+  }
+
+  // ---- frames ----
+
+  private onFrame(frame: ServerFrame): void {
+    switch (frame.type) {
+      case 'welcome':
+        return this.onWelcome(frame);
+      case 'subscribed':
+        if (frame.id) this.subscribeRequests.delete(frame.id);
+        return this.setConversation(frame.conversation_id, applySubscribed(this.conversation(frame.conversation_id), frame));
+      case 'snapshot':
+        this.setConversation(frame.conversation_id, applySnapshot(frame));
+        return this.prunePending();
+      case 'event': {
+        const id = frame.conversation_id;
+        const step = applyEvent(this.conversation(id), frame);
+        if (step.state) this.setConversation(id, step.state);
+        if (step.resubscribe && this.followed.has(id) && this.ready) this.subscribe(id, step.resubscribe.since);
+        // A new message moves the conversation up the list.
+        if (frame.event.kind === 'message') this.update({ listVersion: this.state.listVersion + 1 });
+        return this.prunePending();
+      }
+      case 'unsubscribed':
+        // Without an id the server ended the subscription itself: the conversation was deleted.
+        if (!frame.id) {
+          this.followed.delete(frame.conversation_id);
+          this.dropConversation(frame.conversation_id);
+          this.update({ listVersion: this.state.listVersion + 1 });
+        }
+        return;
+      case 'ack':
+        return this.onAck(frame);
+      case 'error':
+        return this.onError(frame);
+      case 'pong':
+        return;
+    }
+  }
+
+  private onWelcome(frame: WelcomeFrame): void {
+    if (this.state.userId && this.state.userId !== frame.user_id) {
+      // A renewed guest token is a new user: nothing we hold is theirs.
+      this.followed.clear();
+      this.outbox.clear();
+      this.state = { ...initialState(), notices: this.state.notices };
+    }
+    this.ready = true;
+    this.attempt = 0;
+    this.heartbeatMs = frame.heartbeat_ms > 0 ? frame.heartbeat_ms : this.heartbeatMs;
+    this.update({
+      connection: { status: 'connected', nodeId: frame.node_id },
+      userId: frame.user_id,
+      // Anything may have changed while we were away.
+      listVersion: this.state.listVersion + 1,
+    });
+    this.startHeartbeat();
+    for (const id of this.followed) this.subscribe(id);
+    for (const frame of this.outbox.values()) this.transmit(frame);
+  }
+
+  private onAck(frame: AckFrame): void {
+    const sent = frame.id ? this.outbox.get(frame.id) : undefined;
+    if (!sent) return;
+    this.outbox.delete(sent.id);
+    if (sent.type === 'cancel') {
+      this.update({ cancelling: this.state.cancelling.filter((m) => m !== sent.message_id) });
+      return;
+    }
+    const conversationId = frame.conversation_id ?? sent.conversation_id ?? null;
+    this.update({
+      pending: this.state.pending.map((p) =>
+        p.requestId === sent.id ? { ...p, conversationId, userMessageId: frame.user_message_id ?? null } : p,
+      ),
+    });
+    if (!sent.conversation_id && conversationId) {
+      // The send subscribed us from seq 1; keep following it across reconnects.
+      this.followed.add(conversationId);
+      // Its events may not have come yet: an empty state takes them from seq 1.
+      if (!this.conversation(conversationId)) this.setConversation(conversationId, emptyConversation());
+      this.update({
+        created: { ...this.state.created, [sent.id]: conversationId },
+        listVersion: this.state.listVersion + 1,
+      });
+      // A gap seen before we knew this conversation was ours is repaired now.
+      if (this.conversation(conversationId)?.sync === 'resyncing') this.subscribe(conversationId);
+    }
+    this.prunePending();
+  }
+
+  private onError(frame: ErrorFrame): void {
+    if (frame.code === 'unauthorized') this.options.dropToken(this.token);
+    const notice: Notice = { id: uuid(), code: frame.code, message: frame.message };
+    const sent = frame.id ? this.outbox.get(frame.id) : undefined;
+    if (sent) {
+      this.outbox.delete(sent.id);
+      if (sent.type === 'send') {
+        notice.refusedContent = sent.content;
+        this.update({ pending: this.state.pending.filter((p) => p.requestId !== sent.id) });
+      } else {
+        this.update({ cancelling: this.state.cancelling.filter((m) => m !== sent.message_id) });
+      }
+    }
+    const subscribed = frame.id ? this.subscribeRequests.get(frame.id) : undefined;
+    if (frame.id && subscribed) {
+      this.subscribeRequests.delete(frame.id);
+      this.onSubscribeRefused(subscribed, frame.code);
+    }
+    this.update({ notices: [...this.state.notices, notice] });
+  }
+
+  private onSubscribeRefused(conversationId: string, code: ErrorCode): void {
+    if (code === 'not_found' || code === 'forbidden') {
+      this.forget(conversationId);
+      this.update({ listVersion: this.state.listVersion + 1 });
+    } else if (code === 'unavailable' || code === 'rate_limited' || code === 'internal') {
+      // A log being rebuilt answers `unavailable` for a while: ask again.
+      setTimeout(() => {
+        if (this.ready && this.followed.has(conversationId)) this.subscribe(conversationId);
+      }, RESUBSCRIBE_RETRY_MS);
+    }
+  }
+
+  // ---- state ----
+
+  private conversation(id: string): ConversationState | undefined {
+    return this.state.conversations[id];
+  }
+
+  private setConversation(id: string, conversation: ConversationState): void {
+    if (this.state.conversations[id] === conversation) return;
+    this.update({ conversations: { ...this.state.conversations, [id]: conversation } });
+  }
+
+  private dropConversation(id: string): void {
+    const { [id]: _dropped, ...rest } = this.state.conversations;
+    this.update({
+      conversations: rest,
+      pending: this.state.pending.filter((p) => p.conversationId !== id),
+      removed: [...this.state.removed, id],
+    });
+  }
+
+  /** Pending sends leave once their user message is part of the conversation. */
+  private prunePending(): void {
+    const shown = (p: PendingSend) =>
+      p.userMessageId !== null &&
+      p.conversationId !== null &&
+      (this.conversation(p.conversationId)?.messages.some((m) => m.id === p.userMessageId) ?? false);
+    if (this.state.pending.some(shown)) this.update({ pending: this.state.pending.filter((p) => !shown(p)) });
+  }
+
+  private update(patch: Partial<ClientState>): void {
+    this.state = { ...this.state, ...patch };
+    for (const listener of this.listeners) listener();
+  }
+}
