@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod local_cluster;
 pub mod redis_server;
 
 use std::collections::VecDeque;
@@ -126,18 +127,29 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+        Client::try_connect(url).await.expect("websocket connects")
+    }
+
+    /// Connects, or says why not (the node may be down).
+    pub async fn try_connect(url: &str) -> Result<Client, String> {
+        let (socket, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
             .await
-            .expect("websocket connects");
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
         let mut client = Client {
             socket,
             backlog: VecDeque::new(),
             welcome: Value::Null,
             next_id: 0,
         };
-        client.welcome = client.next().await.expect("welcome frame");
-        assert_eq!(client.welcome["type"], "welcome", "first frame is welcome");
-        client
+        client.welcome = client
+            .next()
+            .await
+            .map_err(|closed| format!("closed before welcome: {closed:?}"))?;
+        if client.welcome["type"] != "welcome" {
+            return Err(format!("first frame is not welcome: {}", client.welcome));
+        }
+        Ok(client)
     }
 
     /// Connects and returns the frames and close code a refused socket gives.
