@@ -393,3 +393,75 @@ async fn redis_restarted_mid_reply_loses_nothing_and_readiness_follows() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_data_mid_reply_rebuilds_what_the_nodes_hold() {
+    let mut cluster = Cluster::start(2, |s| {
+        s.demo_token_delay_ms = 20;
+        s.demo_reply_tokens = 150;
+    })
+    .await;
+    let (token, _) = cluster.nodes[0].guest().await;
+    let mut sender = cluster.nodes[0].connect(&token).await;
+    let ack = sender
+        .request(json!({"type": "send", "content": "rebuild me"}))
+        .await;
+    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
+    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let mut watcher = cluster.nodes[1].connect(&token).await;
+    watcher
+        .request(json!({"type": "subscribe", "conversation_id": conversation}))
+        .await;
+    let mut sender_view = View::default();
+    sender_view.apply_all(&conversation, &sender.until(|f| f["seq"] == 12).await);
+    let old_epoch = sender_view.epoch.clone().unwrap();
+    let delivered = sender_view.messages()[1].content.clone();
+
+    cluster.redis.restart_empty();
+
+    // Each follower is told to start over in a new epoch (`subscribed`
+    // without id, then a snapshot), never an event of it before that.
+    for (client, view) in [
+        (&mut sender, &mut sender_view),
+        (&mut watcher, &mut View::default()),
+    ] {
+        let frames = client
+            .until(|f| reply_over(f, &reply_id) && f["epoch"] != old_epoch.as_str())
+            .await;
+        let resync = frames
+            .iter()
+            .position(|f| f["type"] == "subscribed" && f.get("id").is_none())
+            .expect("a subscribed frame announces the rebuilt log");
+        assert_eq!(frames[resync]["recovered"], false);
+        assert_ne!(frames[resync]["epoch"], old_epoch.as_str());
+        assert_eq!(frames[resync + 1]["type"], "snapshot");
+        assert!(
+            frames[..resync]
+                .iter()
+                .all(|f| f["epoch"] == old_epoch.as_str() || f["type"] != "event"),
+            "no event of the new epoch before the snapshot"
+        );
+        view.apply_all(&conversation, &frames[resync..]);
+        let reply = &view.messages()[1];
+        assert_eq!(reply.status, MessageStatus::Complete);
+        assert_eq!(reply.content, demo_reply(150, "rebuild me"));
+        assert!(
+            reply.content.starts_with(&delivered),
+            "delivered text is never lost"
+        );
+    }
+    // The rebuilt conversation answers on every node, in its new epoch.
+    for node in &cluster.nodes {
+        let (status, body) = node
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/conversations/{conversation}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_ne!(body["epoch"], old_epoch.as_str());
+    }
+    cluster.stop().await;
+}

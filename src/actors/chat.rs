@@ -165,16 +165,24 @@ impl Chat {
             .snapshot(id)
             .await
             .map_err(|e| e.into_api("conversation"))?;
+        let streaming: Vec<Uuid> = snapshot
+            .messages
+            .iter()
+            .filter(|m| m.status == MessageStatus::Streaming)
+            .map(|m| m.id)
+            .collect();
+        // Found before the delete forgets who generates them.
+        for message_id in &streaming {
+            if let Err(error) = engine.stop_remote_generation(id, *message_id).await {
+                tracing::warn!(%message_id, %error, "could not stop a remote generation");
+            }
+        }
         engine
             .delete_conversation(id)
             .await
             .map_err(|e| e.into_api("conversation"))?;
-        for message in &snapshot.messages {
-            if message.status == MessageStatus::Streaming {
-                let _ = self.generations.cast(GenerationsMsg::Abort {
-                    message_id: message.id,
-                });
-            }
+        for message_id in streaming {
+            let _ = self.generations.cast(GenerationsMsg::Abort { message_id });
         }
         Ok(())
     }

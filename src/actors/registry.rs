@@ -160,6 +160,12 @@ impl Actor for Registry {
                     let _ = actor.cast(ConversationMsg::CatchUp);
                 }
             }
+            RegistryMsg::Bus(BusMessage::LogLost) => {
+                for actor in state.routes.values() {
+                    let _ = actor.cast(ConversationMsg::Rebuild);
+                }
+                let _ = state.generations.cast(GenerationsMsg::Rebuild);
+            }
             RegistryMsg::Bus(BusMessage::StopGeneration { message_id }) => {
                 let _ = state.generations.cast(GenerationsMsg::Abort { message_id });
             }

@@ -422,6 +422,28 @@ impl Engine for MemoryEngine {
         })
     }
 
+    async fn rebuild(&self, copy: &Snapshot, holder: Option<&str>) -> EngineResult<Arc<str>> {
+        let mut state = self.lock();
+        if let Some(conversation) = state.conversations.get(&copy.info.id) {
+            return Ok(conversation.epoch.clone());
+        }
+        let mut conversation = new_conversation(copy.info.owner, copy.info.title.clone());
+        conversation.info = copy.info.clone();
+        let epoch = conversation.epoch.clone();
+        state.conversations.insert(copy.info.id, conversation);
+        for message in &copy.messages {
+            let event = Event::Message {
+                message: message.clone(),
+            };
+            self.append_locked(&mut state, copy.info.id, event)?;
+            if let (Some(holder), MessageStatus::Streaming) = (holder, message.status) {
+                let until = Instant::now() + super::LEASE_TTL;
+                state.leases.insert(message.id, (holder.to_owned(), until));
+            }
+        }
+        Ok(epoch)
+    }
+
     async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>> {
         let state = self.lock();
         let Some(conversation) = state

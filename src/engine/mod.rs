@@ -109,6 +109,9 @@ pub enum BusMessage {
     /// Another node recorded a cancel of a reply generated here: stop its
     /// generation (and the upstream request) at once.
     StopGeneration { message_id: Uuid },
+    /// The log store came back without its data: every conversation this
+    /// node holds must be rebuilt (under a new epoch) from what it knows.
+    LogLost,
 }
 
 /// The outcome of appending reply text at a known offset.
@@ -226,6 +229,14 @@ pub trait Engine: Send + Sync + 'static {
     async fn read(&self, conversation_id: Uuid, after_seq: u64) -> EngineResult<History>;
 
     async fn snapshot(&self, conversation_id: Uuid) -> EngineResult<Snapshot>;
+
+    /// Recreates a conversation the log store lost, from a node's copy of
+    /// it, under a new epoch: one `message` event per message, so that the
+    /// new log folds to the same state; a streaming reply is leased to
+    /// `holder` (the node generating it) if given. If the conversation exists
+    /// (another node rebuilt it first), nothing changes. Answers the epoch in
+    /// force.
+    async fn rebuild(&self, copy: &Snapshot, holder: Option<&str>) -> EngineResult<Arc<str>>;
 
     async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>>;
 

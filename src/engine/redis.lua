@@ -239,6 +239,9 @@ if op == 'lease' then
   -- message id, holder, ttl (ms): take or renew; '0' when another holds it
   -- or the reply no longer streams.
   local id, holder = ARGV[6], ARGV[7]
+  if redis.call('EXISTS', meta) == 0 then
+    return fail('NOTFOUND', 'conversation not found')
+  end
   if redis.call('HGET', meta, 'streaming') ~= id then
     return {'0'}
   end
@@ -268,6 +271,38 @@ if op == 'claim' then
     return {'claimed'}
   end
   return {'held'}
+end
+
+if op == 'rebuild' then
+  -- owner, title ('' or 'T' .. title), created_at, epoch, the lease holder
+  -- of its streaming reply ('' for none) and the lease's ttl (ms), message
+  -- count, then per message: id, message JSON without content, content,
+  -- event JSON.
+  if redis.call('EXISTS', meta) == 1 then
+    return {redis.call('HGET', meta, 'epoch'), 'exists'}
+  end
+  local epoch = ARGV[9]
+  redis.call('HSET', meta, 'owner', ARGV[6], 'created_at', ARGV[8], 'updated_at', now_iso,
+    'epoch', epoch, 'seq', 0, 'streaming', '')
+  if ARGV[7] ~= '' then
+    redis.call('HSET', meta, 'title', string.sub(ARGV[7], 2))
+  end
+  for i = 0, tonumber(ARGV[12]) - 1 do
+    local base = 13 + i * 4
+    local id = ARGV[base]
+    redis.call('HSET', msgs, id, ARGV[base + 1])
+    redis.call('RPUSH', order, id)
+    redis.call('SET', text_key(id), ARGV[base + 2])
+    if cjson.decode(ARGV[base + 1])['status'] == 'streaming' then
+      redis.call('HSET', meta, 'streaming', id)
+      if ARGV[10] ~= '' then
+        redis.call('SET', lease_key(id), ARGV[10], 'PX', ARGV[11])
+      end
+    end
+    log_event(ARGV[base + 3], now_iso, history, channel)
+  end
+  touch(ttl)
+  return {epoch, 'rebuilt'}
 end
 
 if op == 'holder' then

@@ -11,8 +11,8 @@
 //! disconnection every watcher is told to catch up from the log.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -40,6 +40,8 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 const CATCH_UPS_AFTER_OUTAGE: u8 = 3;
 
 pub struct RedisEngine {
+    /// When Redis was last found to have lost its data.
+    lost_at: Arc<Mutex<Option<Instant>>>,
     node_id: String,
     connection: ConnectionManager,
     script: Script,
@@ -183,11 +185,20 @@ impl RedisEngine {
         connection.subscribe(node_channel(node_id)).await?;
         let (bus, bus_receiver) = mpsc::unbounded_channel();
         let (outage_sender, outage_receiver) = mpsc::unbounded_channel();
+        let known_sentinel = sentinel(&mut connection).await?;
+        let lost_at = Arc::new(Mutex::new(None));
         let tasks = vec![
             tokio::spawn(route_pushes(push_receiver, bus.clone(), outage_sender)),
-            tokio::spawn(watch_health(connection.clone(), bus, outage_receiver)),
+            tokio::spawn(watch_health(
+                connection.clone(),
+                bus,
+                outage_receiver,
+                known_sentinel,
+                lost_at.clone(),
+            )),
         ];
         Ok(RedisEngine {
+            lost_at,
             node_id: node_id.to_owned(),
             connection,
             script: Script::new(include_str!("redis.lua")),
@@ -220,10 +231,17 @@ impl RedisEngine {
             invocation.arg(*arg);
         }
         let mut connection = self.connection.clone();
-        invocation
+        match invocation
             .invoke_async(&mut connection)
             .await
             .map_err(map_error)
+        {
+            Err(EngineError::NotFound) => {
+                self.missing()?;
+                Err(EngineError::NotFound)
+            }
+            result => result,
+        }
     }
 
     /// Reads what `log_event` answers: seq, entry, epoch.
@@ -354,13 +372,38 @@ fn parse_publication(channel: &str, payload: &[u8]) -> Option<BusMessage> {
     })
 }
 
+/// Names one life of Redis's data: set once, shared by every node. If it
+/// vanishes or changes, Redis lost its data (restarted without persistence,
+/// or flushed) and every log it held is gone.
+const SENTINEL_KEY: &str = "cs:sentinel";
+
+/// How long after a data loss a missing conversation answers `unavailable`
+/// rather than `not_found`: nodes are still rebuilding what they hold.
+const REBUILD_WINDOW: Duration = Duration::from_secs(15);
+
+/// The sentinel value this node knows, set if Redis has none.
+async fn sentinel(connection: &mut ConnectionManager) -> Result<String, RedisError> {
+    let fresh = Uuid::new_v4().to_string();
+    let _: Option<String> = redis::cmd("SET")
+        .arg(SENTINEL_KEY)
+        .arg(&fresh)
+        .arg("NX")
+        .query_async(connection)
+        .await?;
+    let current: Option<String> = connection.get(SENTINEL_KEY).await?;
+    Ok(current.unwrap_or(fresh))
+}
+
 /// Pings Redis every second. After an outage (a failed ping or a reported
 /// disconnection), each of the next successful pings tells every watcher to
-/// catch up from the log.
+/// catch up from the log; a changed sentinel tells every node that the logs
+/// are lost and must be rebuilt.
 async fn watch_health(
     mut connection: ConnectionManager,
     bus: mpsc::UnboundedSender<BusMessage>,
     mut outages: mpsc::UnboundedReceiver<()>,
+    mut known_sentinel: String,
+    lost_at: Arc<Mutex<Option<Instant>>>,
 ) {
     let mut catch_ups_owed = 0u8;
     let mut tick = tokio::time::interval(HEALTH_EVERY);
@@ -375,10 +418,20 @@ async fn watch_health(
                 continue;
             }
         }
-        let ping: Result<String, _> = redis::cmd("PING").query_async(&mut connection).await;
-        if ping.is_err() {
+        let Ok(current) = sentinel(&mut connection).await else {
             catch_ups_owed = CATCH_UPS_AFTER_OUTAGE;
-        } else if catch_ups_owed > 0 {
+            continue;
+        };
+        if current != known_sentinel {
+            known_sentinel = current;
+            tracing::error!("Redis lost its data: rebuilding the conversations this node holds");
+            metrics::counter!("chatstream_log_losses_total").increment(1);
+            *lost_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            if bus.send(BusMessage::LogLost).is_err() {
+                return;
+            }
+        }
+        if catch_ups_owed > 0 {
             catch_ups_owed -= 1;
             if bus.send(BusMessage::CatchUp).is_err() {
                 return;
@@ -451,7 +504,7 @@ impl Engine for RedisEngine {
         let [Some(owner), title, Some(created_at), Some(updated_at)] =
             <[Option<String>; 4]>::try_from(fields).map_err(|_| internal("short reply"))?
         else {
-            return Ok(None);
+            return self.missing().map(|()| None);
         };
         Ok(Some(ConversationInfo {
             id,
@@ -628,6 +681,63 @@ impl Engine for RedisEngine {
             seq: seq.parse().map_err(internal)?,
             messages,
         })
+    }
+
+    async fn rebuild(&self, copy: &Snapshot, holder: Option<&str>) -> EngineResult<Arc<str>> {
+        let id = copy.info.id;
+        let mut args = vec![
+            copy.info.owner.to_string(),
+            copy.info
+                .title
+                .as_ref()
+                .map(|t| format!("T{t}"))
+                .unwrap_or_default(),
+            copy.info
+                .created_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            new_epoch(),
+            holder.unwrap_or_default().to_owned(),
+            super::LEASE_TTL.as_millis().to_string(),
+            copy.messages.len().to_string(),
+        ];
+        for message in &copy.messages {
+            let (stored, event) = message_event_json(message)?;
+            args.extend([
+                message.id.to_string(),
+                stored,
+                message.content.clone(),
+                event,
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = self.run(id, "rebuild", &args).await?;
+        let [epoch, outcome] = result.as_slice() else {
+            return Err(internal("short reply"));
+        };
+        if outcome == "rebuilt" {
+            let ttl = self.conversation_ttl.as_secs().max(1);
+            let mut pipe = redis::pipe();
+            pipe.sadd(user_key(copy.info.owner), id.to_string())
+                .ignore();
+            for message in &copy.messages {
+                pipe.set_ex(message_key(message.id), id.to_string(), ttl)
+                    .ignore();
+                if message.status == MessageStatus::Streaming {
+                    pipe.zadd(
+                        IN_FLIGHT_KEY,
+                        in_flight_member(id, message.id),
+                        Utc::now().timestamp_millis(),
+                    )
+                    .ignore();
+                }
+            }
+            let mut connection = self.connection.clone();
+            pipe.query_async::<()>(&mut connection)
+                .await
+                .map_err(map_error)?;
+            tracing::info!(conversation_id = %id, %epoch, "conversation rebuilt under a new epoch");
+        }
+        Ok(epoch.as_str().into())
     }
 
     async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>> {
@@ -843,6 +953,18 @@ impl Engine for RedisEngine {
 }
 
 impl RedisEngine {
+    /// A conversation is missing: `Ok` (it does not exist) unless Redis
+    /// recently lost its data and nodes may still be rebuilding it.
+    fn missing(&self) -> EngineResult<()> {
+        let lost_at = *self.lost_at.lock().unwrap_or_else(|p| p.into_inner());
+        match lost_at {
+            Some(at) if at.elapsed() < REBUILD_WINDOW => Err(EngineError::Unavailable(
+                "the log store lost its data; conversations are being rebuilt, retry".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Appends a delta (at any offset) or an ending, written by `holder`
     /// ('' for anyone); an ending takes the reply out of flight.
     async fn append_event(

@@ -84,6 +84,15 @@ impl RedisServer {
         }
     }
 
+    /// Starts the server again on the same port with its data gone, as after
+    /// a restart without persistence.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).unwrap();
+        self.spawn();
+    }
+
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();

@@ -18,7 +18,11 @@ use super::ConversationsMsg;
 use crate::actors::connections::connection::ConnectionMsg;
 use crate::actors::registry::RegistryMsg;
 use crate::actors::{Frame, NodeContext};
-use crate::engine::{EngineError, History};
+use crate::engine::{ConversationInfo, EngineError, History, Snapshot};
+use crate::transcript::Transcript;
+
+/// How soon a rebuild that could not reach the store is tried again.
+const REBUILD_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::protocol::{ApiError, LogEntry, ServerFrame, Since};
 
 /// A Connection following this conversation.
@@ -74,6 +78,9 @@ pub enum ConversationMsg {
     CatchUp,
     /// The conversation was deleted: unsubscribe everyone and stop.
     Deleted,
+    /// The log store lost its data: recreate the conversation from this
+    /// node's copy, then start every subscriber over in the new epoch.
+    Rebuild,
 }
 
 pub struct ConversationArgs {
@@ -95,6 +102,10 @@ pub struct ConversationState {
     subscribers: HashMap<Uuid, Subscriber>,
     /// Set once this actor asked to be stopped; joins then go elsewhere.
     closing: bool,
+    /// The conversation as of `head`: what this node rebuilds it from if
+    /// the log store loses its data.
+    info: ConversationInfo,
+    transcript: Transcript,
 }
 
 impl Actor for Conversation {
@@ -115,16 +126,18 @@ impl Actor for Conversation {
         })??;
         // Registered first, read second: anything appended from here on is
         // either in this read or arrives live.
-        let position = args.context.engine.read(conversation_id, u64::MAX).await?;
+        let snapshot = args.context.engine.snapshot(conversation_id).await?;
         Ok(ConversationState {
             conversation_id,
             context: args.context,
             registry: args.registry,
             supervisor: args.supervisor,
-            epoch: position.epoch,
-            head: position.head,
+            epoch: snapshot.epoch,
+            head: snapshot.seq,
             subscribers: HashMap::new(),
             closing: false,
+            info: snapshot.info,
+            transcript: Transcript::from_messages(snapshot.messages),
         })
     }
 
@@ -171,6 +184,12 @@ impl Actor for Conversation {
             }
             ConversationMsg::Live { epoch, entry } => state.live(epoch, entry).await,
             ConversationMsg::CatchUp => state.catch_up().await,
+            ConversationMsg::Rebuild => {
+                if !state.rebuild().await {
+                    // The store is still unreachable: try again shortly.
+                    myself.send_after(REBUILD_RETRY, || ConversationMsg::Rebuild);
+                }
+            }
             ConversationMsg::Deleted => {
                 for subscriber in state.subscribers.values() {
                     let _ = subscriber.connection.cast(ConnectionMsg::Unsubscribed {
@@ -341,6 +360,28 @@ impl ConversationState {
         Ok(frames)
     }
 
+    /// Recreates the conversation from this node's copy (a no-op if another
+    /// node did first), then resynchronises every subscriber. False when the
+    /// store could not be reached.
+    async fn rebuild(&mut self) -> bool {
+        let copy = Snapshot {
+            info: self.info.clone(),
+            epoch: self.epoch.clone(),
+            seq: self.head,
+            messages: self.transcript.messages().to_vec(),
+        };
+        match self.context.engine.rebuild(&copy, None).await {
+            Ok(_) => {
+                self.resync_all().await;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(conversation_id = %self.conversation_id, %error, "rebuild failed");
+                false
+            }
+        }
+    }
+
     async fn live(&mut self, epoch: Arc<str>, entry: Arc<LogEntry>) {
         if *epoch != *self.epoch {
             self.resync_all().await;
@@ -409,6 +450,8 @@ impl ConversationState {
         };
         self.epoch = snapshot.epoch.clone();
         self.head = snapshot.seq;
+        self.info = snapshot.info.clone();
+        self.transcript = Transcript::from_messages(snapshot.messages.clone());
         let subscribed = |conversation_id| ServerFrame::Subscribed {
             id: None,
             conversation_id,
@@ -441,6 +484,9 @@ impl ConversationState {
                 continue;
             }
             self.head = entry.seq;
+            // The copy follows the log; an event it refuses cannot be in a
+            // valid log, so there is nothing better to do than keep going.
+            let _ = self.transcript.apply(&entry.event);
             let frame = self.frame_of(entry);
             let mut gone = Vec::new();
             for subscriber in self.subscribers.values() {

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::GenerationSpec;
 use crate::actors::NodeContext;
-use crate::engine::{EngineError, LEASE_TTL, TextAppend};
+use crate::engine::{EngineError, LEASE_TTL, Snapshot, TextAppend};
 use crate::protocol::{ApiError, Event, MessageStatus};
 use crate::providers::{ChatTurn, Completion, CompletionRequest, Provider, ProviderError};
 
@@ -39,6 +39,9 @@ pub enum GenerationMsg {
     Cancel(RpcReplyPort<Result<(), ApiError>>),
     /// Tell the cluster this node still generates the reply.
     RenewLease,
+    /// The log store lost its data: recreate the conversation from this
+    /// generation's copy and go on.
+    Rebuild,
     /// The node is stopping: publish what is pending, give up the lease so
     /// that another node continues the reply at once, and stop.
     Handoff,
@@ -63,8 +66,10 @@ pub struct GenerationState {
     lease_renewal: Option<JoinHandle<()>>,
     /// Text received but not yet appended.
     pending: String,
-    /// Bytes of the reply already in the log: where the next append goes.
-    published_len: usize,
+    /// The conversation as of this reply, its text being the reply's text in
+    /// the log (whose length is where the next append goes): what this node
+    /// rebuilds the conversation from if the log store loses its data.
+    copy: Snapshot,
     /// The ending to record once all pending text is in.
     ending: Option<Event>,
     flush_scheduled: bool,
@@ -105,6 +110,7 @@ impl Actor for Generation {
                     LEASE_TTL,
                 )
                 .await?;
+        let published_len = reply.content.len();
         let request = leased.then(|| CompletionRequest {
             model: spec.model.clone(),
             history: snapshot.messages[..position]
@@ -117,8 +123,11 @@ impl Actor for Generation {
             continue_from: reply.content.clone(),
         });
         let lease_renewal = Some(myself.send_interval(LEASE_TTL / 3, || GenerationMsg::RenewLease));
+        let mut copy = snapshot;
+        copy.messages.truncate(position + 1);
+        debug_assert_eq!(copy.messages[position].content.len(), published_len);
         Ok(GenerationState {
-            published_len: reply.content.len(),
+            copy,
             spec,
             context,
             provider,
@@ -202,8 +211,8 @@ impl Actor for Generation {
             }
             GenerationMsg::ProviderFailed(error) => {
                 state.stop_stream();
-                let can_resume =
-                    state.published_len + state.pending.len() == 0 || state.provider.can_continue();
+                let can_resume = state.published().is_empty() && state.pending.is_empty()
+                    || state.provider.can_continue();
                 if error.retryable && can_resume {
                     // Whatever is pending is generated again by the next
                     // attempt, which continues from the published text.
@@ -253,6 +262,29 @@ impl Actor for Generation {
                     Err(error) => tracing::warn!(%message_id, %error, "lease renewal failed"),
                 }
             }
+            GenerationMsg::Rebuild => {
+                let (conversation_id, message_id) =
+                    (state.spec.conversation_id, state.spec.message_id);
+                let context = state.context.clone();
+                let rebuilt = context
+                    .engine
+                    .rebuild(&state.copy, Some(&context.node_id))
+                    .await;
+                match rebuilt {
+                    Ok(epoch) => {
+                        tracing::info!(%message_id, %epoch, "reply's conversation rebuilt");
+                        // Another node may have rebuilt it first, unleased.
+                        let _ = context
+                            .engine
+                            .renew_lease(conversation_id, message_id, &context.node_id, LEASE_TTL)
+                            .await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%message_id, %error, "rebuild failed, retrying");
+                        myself.send_after(STORE_RETRY, || GenerationMsg::Rebuild);
+                    }
+                }
+            }
             GenerationMsg::Handoff => {
                 state.stop_stream();
                 let context = state.context.clone();
@@ -286,27 +318,44 @@ enum Flushed {
 }
 
 impl GenerationState {
+    fn published(&self) -> &str {
+        &self
+            .copy
+            .messages
+            .last()
+            .expect("the reply is the last message")
+            .content
+    }
+
+    fn reply_mut(&mut self) -> &mut crate::protocol::Message {
+        self.copy
+            .messages
+            .last_mut()
+            .expect("the reply is the last message")
+    }
+
     /// Appends the pending text, then the ending once there is one and no
     /// text is left.
     async fn flush(&mut self, myself: &ActorRef<GenerationMsg>) -> Flushed {
-        let engine = &self.context.engine;
+        let engine = self.context.engine.clone();
         let (conversation_id, message_id) = (self.spec.conversation_id, self.spec.message_id);
-        if !self.pending.is_empty() {
+        while !self.pending.is_empty() {
             let text = self.pending.clone();
             match engine
                 .append_text(
                     conversation_id,
                     message_id,
-                    self.published_len,
+                    self.published().len(),
                     text,
                     &self.context.node_id,
                 )
                 .await
             {
                 Ok(TextAppend::Appended(_) | TextAppend::AlreadyApplied) => {
-                    self.published_len += self.pending.len();
-                    self.pending.clear();
+                    let text = std::mem::take(&mut self.pending);
+                    self.reply_mut().content.push_str(&text);
                 }
+                Err(EngineError::Conflict(_)) if self.reconcile().await => continue,
                 Err(EngineError::Conflict(_) | EngineError::NotFound) => {
                     self.stop(myself, "the reply ended elsewhere");
                     return Flushed::EndedElsewhere;
@@ -338,6 +387,44 @@ impl GenerationState {
             }
             Err(error) => self.retry_later(myself, error),
         }
+    }
+
+    /// After a refused append: if the log holds less of this reply than
+    /// this generation published (the log was rebuilt from an older copy),
+    /// takes the log's text as published and queues the rest again. False
+    /// when the reply is no longer this generation's to write.
+    async fn reconcile(&mut self) -> bool {
+        let engine = self.context.engine.clone();
+        let (conversation_id, message_id) = (self.spec.conversation_id, self.spec.message_id);
+        let Ok(snapshot) = engine.snapshot(conversation_id).await else {
+            return false;
+        };
+        let Some(logged) = snapshot.messages.iter().find(|m| m.id == message_id) else {
+            return false;
+        };
+        let published = self.published();
+        if logged.status != MessageStatus::Streaming
+            || logged.content.len() >= published.len()
+            || !published.starts_with(logged.content.as_str())
+        {
+            return false;
+        }
+        let leased = engine
+            .renew_lease(
+                conversation_id,
+                message_id,
+                &self.context.node_id,
+                LEASE_TTL,
+            )
+            .await;
+        if !matches!(leased, Ok(true)) {
+            return false;
+        }
+        let unlogged = published[logged.content.len()..].to_owned();
+        self.pending.insert_str(0, &unlogged);
+        let kept = logged.content.len();
+        self.reply_mut().content.truncate(kept);
+        true
     }
 
     fn retry_later(&mut self, myself: &ActorRef<GenerationMsg>, error: EngineError) -> Flushed {

@@ -51,6 +51,9 @@ pub enum GenerationsMsg {
     /// cluster, and none starts here any more. Answers with the actors to
     /// wait for.
     Handoff(RpcReplyPort<Vec<ActorCell>>),
+    /// The log store lost its data: every Generation rebuilds its
+    /// conversation.
+    Rebuild,
 }
 
 pub struct Generations;
@@ -148,6 +151,11 @@ impl Actor for Generations {
                     && let Some(actor) = attempt.actor
                 {
                     actor.stop(Some("aborted".into()));
+                }
+            }
+            GenerationsMsg::Rebuild => {
+                for actor in state.replies.values().filter_map(|a| a.actor.as_ref()) {
+                    let _ = actor.cast(GenerationMsg::Rebuild);
                 }
             }
             GenerationsMsg::Handoff(reply) => {
