@@ -137,16 +137,19 @@ impl Provider for DemoProvider {
     }
 }
 
+/// The first words of the question, without the Markdown or punctuation
+/// around them (`**bold**` reads as `bold`).
 fn topic_of(content: &str) -> String {
-    let words: Vec<&str> = content.split_whitespace().take(6).collect();
-    let topic = words
-        .join(" ")
-        .trim_matches(|c: char| !c.is_alphanumeric())
-        .to_owned();
-    if topic.is_empty() {
+    let words: Vec<&str> = content
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        .filter(|w| !w.is_empty())
+        .take(6)
+        .collect();
+    if words.is_empty() {
         "this".to_owned()
     } else {
-        format!("\"{topic}\"")
+        format!("\"{}\"", words.join(" "))
     }
 }
 
@@ -229,6 +232,12 @@ mod tests {
                 Completion::Finished { .. } => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_topic_is_quoted_without_markup() {
+        assert_eq!(topic_of("Why does **this** `work`?"), "\"Why does this work\"");
+        assert_eq!(topic_of("?!"), "this");
     }
 
     #[test]
