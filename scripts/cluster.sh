@@ -124,12 +124,26 @@ up() {
 }
 
 down() {
-  local dir="$1"
+  local dir="$1" pids=()
   for name in nginx node-1 node-2 node-3 redis; do
     if [ -f "$dir/$name.pid" ]; then
-      kill "$(cat "$dir/$name.pid")" 2>/dev/null || true
+      pids+=("$(cat "$dir/$name.pid")")
+      rm -f "$dir/$name.pid"
     fi
   done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill "${pids[@]}" 2>/dev/null || true
+  # Nodes hand their replies over and exit within a few seconds; past ten,
+  # whatever is left is killed.
+  for _ in $(seq 1 200); do
+    local alive=0
+    for pid in "${pids[@]}"; do
+      if [ -e "/proc/$pid" ] && ! grep -q ') Z ' "/proc/$pid/stat" 2>/dev/null; then alive=1; fi
+    done
+    [ $alive -eq 1 ] || return 0
+    sleep 0.05
+  done
+  kill -9 "${pids[@]}" 2>/dev/null || true
 }
 
 case "${1:-}" in

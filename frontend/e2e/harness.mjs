@@ -11,9 +11,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const frontendDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const frontendDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const distDir = path.join(frontendDir, 'dist');
-const binary = path.resolve(frontendDir, process.env.CHATSTREAM_BIN ?? '../target/debug/chatstream');
+/** The node binary (absolute): CHATSTREAM_BIN, else the debug build. */
+export const binary = path.resolve(frontendDir, process.env.CHATSTREAM_BIN ?? '../target/debug/chatstream');
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 /** Fail early, saying what to do, instead of timing out later. */
