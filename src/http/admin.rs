@@ -13,11 +13,12 @@ use crate::protocol::{ApiError, ErrorCode};
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn routes(config: &mut web::ServiceConfig) {
+    let resource = |path| web::resource(path).default_service(web::to(super::not_found));
     config
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/admin/actors", web::get().to(actors));
+        .service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/readyz").route(web::get().to(readyz)))
+        .service(resource("/metrics").route(web::get().to(metrics)))
+        .service(resource("/admin/actors").route(web::get().to(actors)));
 }
 
 async fn healthz() -> HttpResponse {

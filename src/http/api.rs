@@ -9,15 +9,23 @@ use super::{AppState, HttpError, User};
 use crate::protocol::{ApiError, SendRequest};
 
 pub fn routes(config: &mut web::ServiceConfig) {
+    // A path served with another method names no route here: 404, as JSON.
+    let resource = |path| web::resource(path).default_service(web::to(super::not_found));
     config
-        .route("/api/auth/guest", web::post().to(guest))
-        .route("/api/conversations", web::get().to(list))
-        .route("/api/conversations", web::post().to(create))
-        .route("/api/conversations/{id}", web::get().to(detail))
-        .route("/api/conversations/{id}", web::delete().to(delete))
-        .route("/api/chat", web::post().to(chat))
-        .route("/api/cancel", web::post().to(cancel))
-        .route("/api/models", web::get().to(models));
+        .service(resource("/api/auth/guest").route(web::post().to(guest)))
+        .service(
+            resource("/api/conversations")
+                .route(web::get().to(list))
+                .route(web::post().to(create)),
+        )
+        .service(
+            resource("/api/conversations/{id}")
+                .route(web::get().to(detail))
+                .route(web::delete().to(delete)),
+        )
+        .service(resource("/api/chat").route(web::post().to(chat)))
+        .service(resource("/api/cancel").route(web::post().to(cancel)))
+        .service(resource("/api/models").route(web::get().to(models)));
 }
 
 type Answer = Result<HttpResponse, HttpError>;

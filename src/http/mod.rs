@@ -86,6 +86,7 @@ pub fn routes(config: &mut web::ServiceConfig, static_dir: Option<&std::path::Pa
     }
 }
 
+/// The contract's answer to an unknown route (or method).
 async fn not_found() -> HttpResponse {
     HttpError(ApiError::not_found("route")).error_response()
 }
