@@ -281,7 +281,7 @@ impl ClientFrame {
             return Err(fail(None, "a frame must be a JSON object".into()));
         };
         let id = match object.remove("id") {
-            None | Some(Value::Null) => None,
+            None => None,
             Some(Value::String(id)) if id.chars().count() <= MAX_FRAME_ID_CHARS => Some(id),
             Some(_) => {
                 return Err(fail(
@@ -474,10 +474,12 @@ mod tests {
             code_of(r#"{"id":"x","type":"cancel","message_id":"not-a-uuid"}"#),
             (Some("x".into()), ErrorCode::BadRequest)
         );
-        assert_eq!(
-            code_of(r#"{"id":7,"type":"ping"}"#),
-            (None, ErrorCode::BadRequest)
-        );
+        for id in ["7", "null", "[]"] {
+            assert_eq!(
+                code_of(&format!(r#"{{"id":{id},"type":"ping"}}"#)),
+                (None, ErrorCode::BadRequest)
+            );
+        }
         let long = "é".repeat(65);
         assert_eq!(
             code_of(&format!(r#"{{"id":"{long}","type":"ping"}}"#)),

@@ -247,8 +247,10 @@ pub trait Engine: Send + Sync + 'static {
     async fn unwatch(&self, conversation_id: Uuid) -> EngineResult<()>;
 
     /// Takes or renews the lease on generating a reply for `ttl`. False
-    /// when another node holds it: this one must stop generating. A turn
-    /// started by `start_turn` is leased to the node that started it.
+    /// when another node holds it, or the reply no longer streams: this one
+    /// must stop generating. On Redis, `start_turn` already leases the reply
+    /// to the node that started it, so that it is adopted if that node dies
+    /// before its generation starts.
     async fn renew_lease(
         &self,
         conversation_id: Uuid,

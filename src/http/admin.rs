@@ -31,13 +31,15 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         tokio::time::timeout(READINESS_TIMEOUT, engine.ping()).await,
         Ok(Ok(()))
     );
+    // Readiness follows the dependencies alone, as the contract says; a
+    // stopping node reports `draining` for balancers that read the body.
     let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
     let body = json!({
-        "ready": up && !draining,
+        "ready": up,
         "draining": draining,
         "dependencies": { engine.name(): if up { "up" } else { "down" } },
     });
-    if up && !draining {
+    if up {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -45,7 +45,12 @@ struct CreateBody {
     title: Option<String>,
 }
 
-async fn create(state: web::Data<AppState>, User(user): User, body: web::Bytes) -> Answer {
+async fn create(
+    state: web::Data<AppState>,
+    User(user): User,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Answer {
+    let body = body.map_err(|e| ApiError::new(crate::protocol::ErrorCode::TooLarge, e))?;
     // The body is optional, but when present it must be valid.
     let title = if body.iter().all(u8::is_ascii_whitespace) {
         None

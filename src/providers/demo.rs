@@ -236,7 +236,10 @@ mod tests {
 
     #[test]
     fn the_topic_is_quoted_without_markup() {
-        assert_eq!(topic_of("Why does **this** `work`?"), "\"Why does this work\"");
+        assert_eq!(
+            topic_of("Why does **this** `work`?"),
+            "\"Why does this work\""
+        );
         assert_eq!(topic_of("?!"), "this");
     }
 

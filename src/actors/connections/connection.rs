@@ -96,7 +96,8 @@ impl Actor for Connection {
         let per_second = NonZeroU32::new(settings.frames_per_second.max(1)).expect("at least 1");
         let burst = per_second.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
         let limiter = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
-        let check_every = (settings.heartbeat() / 2).max(Duration::from_millis(10));
+        // Checked ten times per interval: silence closes within 2.1 intervals.
+        let check_every = (settings.heartbeat() / 10).max(Duration::from_millis(10));
         let heartbeat = Some(myself.send_interval(check_every, || ConnectionMsg::HeartbeatCheck));
         let state = ConnectionState {
             connection_id: args.connection_id,

@@ -413,10 +413,23 @@ impl ConversationState {
                     None => self.resync_all().await,
                 }
             }
+            // Deleted while this node missed the news (it was cut off from
+            // the bus): its subscribers are told now.
+            Err(EngineError::NotFound) => self.unsubscribe_all(),
             Err(error) => {
                 tracing::warn!(conversation_id = %self.conversation_id, %error, "catch-up read failed")
             }
         }
+    }
+
+    fn unsubscribe_all(&mut self) {
+        for subscriber in self.subscribers.values() {
+            let _ = subscriber.connection.cast(ConnectionMsg::Unsubscribed {
+                conversation_id: self.conversation_id,
+                token: subscriber.token,
+            });
+        }
+        self.subscribers.clear();
     }
 
     /// Checks a read's epoch; a new epoch means the log was lost and rebuilt,
@@ -434,13 +447,7 @@ impl ConversationState {
         let snapshot = match self.context.engine.snapshot(self.conversation_id).await {
             Ok(snapshot) => snapshot,
             Err(EngineError::NotFound) => {
-                for subscriber in self.subscribers.values() {
-                    let _ = subscriber.connection.cast(ConnectionMsg::Unsubscribed {
-                        conversation_id: self.conversation_id,
-                        token: subscriber.token,
-                    });
-                }
-                self.subscribers.clear();
+                self.unsubscribe_all();
                 return;
             }
             Err(error) => {

@@ -235,9 +235,9 @@ impl Actor for Generation {
                 state.ending = Some(Event::Cancelled { message_id });
                 let result = match state.flush(&myself).await {
                     Flushed::Ended => Ok(()),
-                    Flushed::EndedElsewhere => {
-                        Err(ApiError::conflict("the reply is no longer streaming"))
-                    }
+                    // This node lost the reply to another (its lease lapsed);
+                    // the cancel is recorded directly and reaches that node.
+                    Flushed::EndedElsewhere => state.cancel_elsewhere().await,
                     // Recorded as soon as the store answers; not acknowledged yet.
                     Flushed::Deferred => {
                         Err(ApiError::unavailable("the log store is unavailable, retry"))
@@ -425,6 +425,31 @@ impl GenerationState {
         let kept = logged.content.len();
         self.reply_mut().content.truncate(kept);
         true
+    }
+
+    /// Records a cancel for a reply this generation no longer writes, and
+    /// stops whichever node does.
+    async fn cancel_elsewhere(&self) -> Result<(), ApiError> {
+        let engine = &self.context.engine;
+        let (conversation_id, message_id) = (self.spec.conversation_id, self.spec.message_id);
+        match engine
+            .append(conversation_id, Event::Cancelled { message_id })
+            .await
+        {
+            Ok(_) => {
+                if let Err(error) = engine
+                    .stop_remote_generation(conversation_id, message_id)
+                    .await
+                {
+                    tracing::warn!(%message_id, %error, "the generating node was not told; it stops at its next append");
+                }
+                Ok(())
+            }
+            Err(EngineError::Conflict(_) | EngineError::NotFound) => {
+                Err(ApiError::conflict("the reply is no longer streaming"))
+            }
+            Err(error) => Err(error.into_api("message")),
+        }
     }
 
     fn retry_later(&mut self, myself: &ActorRef<GenerationMsg>, error: EngineError) -> Flushed {
