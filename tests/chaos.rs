@@ -8,8 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chatstream::protocol::{MessageStatus, Role};
-use chatstream::providers::{ChatTurn, DemoProvider};
+use chatstream::protocol::MessageStatus;
 use common::local_cluster::LocalCluster;
 use common::*;
 use serde_json::{Value, json};
@@ -20,16 +19,6 @@ use tokio::sync::Mutex;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 const TOKEN_DELAY_MS: &str = "25";
-
-fn demo_reply(tokens: usize, question: &str) -> String {
-    let history = [ChatTurn {
-        role: Role::User,
-        content: question.to_owned(),
-    }];
-    DemoProvider::new(Duration::ZERO, tokens)
-        .reply_tokens(&history)
-        .concat()
-}
 
 async fn guest(address: &str) -> String {
     let body: Value = reqwest::Client::new()

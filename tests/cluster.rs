@@ -5,12 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use chatstream::protocol::{MessageStatus, Role};
-use chatstream::providers::{ChatTurn, DemoProvider};
+use chatstream::protocol::MessageStatus;
 use common::redis_server::RedisServer;
 use common::*;
 use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::json;
 
 struct Cluster {
     redis: RedisServer,
@@ -40,27 +39,6 @@ impl Cluster {
             node.stop().await;
         }
     }
-}
-
-fn demo_reply(tokens: usize, question: &str) -> String {
-    let history = [ChatTurn {
-        role: Role::User,
-        content: question.to_owned(),
-    }];
-    DemoProvider::new(Duration::ZERO, tokens)
-        .reply_tokens(&history)
-        .concat()
-}
-
-/// True when a frame shows the reply ended: its ending event, or a snapshot
-/// taken after it.
-fn reply_over(frame: &Value, reply_id: &str) -> bool {
-    ends(frame, reply_id)
-        || (frame["type"] == "snapshot"
-            && frame["messages"].as_array().is_some_and(|m| {
-                m.iter()
-                    .any(|m| m["id"] == reply_id && m["status"] != "streaming")
-            }))
 }
 
 async fn generations_on(node: &TestNode) -> Vec<String> {

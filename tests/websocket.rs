@@ -5,24 +5,10 @@ mod common;
 use std::time::Duration;
 
 use chatstream::protocol::{MessageStatus, Role};
-use chatstream::providers::{ChatTurn, DemoProvider};
 use common::*;
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-fn demo_reply(settings_tokens: usize, history: &[(Role, &str)]) -> String {
-    let history: Vec<ChatTurn> = history
-        .iter()
-        .map(|(role, content)| ChatTurn {
-            role: *role,
-            content: (*content).to_owned(),
-        })
-        .collect();
-    DemoProvider::new(Duration::ZERO, settings_tokens)
-        .reply_tokens(&history)
-        .concat()
-}
 
 /// Sends `content` into a new conversation; returns the ack.
 async fn send_new(client: &mut Client, content: &str) -> Value {
@@ -58,7 +44,7 @@ async fn a_reply_streams_in_order_and_matches_the_stored_conversation() {
         .filter(|f| f["event"]["kind"] == "delta")
         .count();
     assert!(deltas > 5, "the reply arrives in many pieces, got {deltas}");
-    let expected = demo_reply(30, &[(Role::User, "How do actors stream tokens?")]);
+    let expected = demo_reply(30, "How do actors stream tokens?");
     let reply = &view.messages()[1];
     assert_eq!(reply.content, expected);
     assert_eq!(reply.status, MessageStatus::Complete);
@@ -93,7 +79,7 @@ async fn a_reply_streams_in_order_and_matches_the_stored_conversation() {
     let second = ack["assistant_message_id"].as_str().unwrap().to_owned();
     let frames = client.until(|f| ends(f, &second)).await;
     view.apply_all(&conversation, &frames);
-    let expected = demo_reply(
+    let expected = demo_conversation_reply(
         30,
         &[
             (Role::User, "How do actors stream tokens?"),
@@ -182,10 +168,7 @@ async fn a_reconnect_with_since_resumes_with_no_gap_and_the_reply_keeps_going() 
     assert_eq!(subscribed["recovered"], true);
     let after = again.until(|f| ends(f, &reply_id)).await;
     view.apply_all(&conversation, &after);
-    assert_eq!(
-        view.messages()[1].content,
-        demo_reply(30, &[(Role::User, "Resume me")])
-    );
+    assert_eq!(view.messages()[1].content, demo_reply(30, "Resume me"));
     assert_eq!(view.messages()[1].status, MessageStatus::Complete);
 
     // A since above the newest seq, or of another epoch, gets a snapshot.
@@ -635,7 +618,7 @@ async fn back_to_back_subscribes_are_each_answered() {
     }
     assert_eq!(
         view.messages()[1].content,
-        demo_reply(30, &[(Role::User, "subscribe to me often")])
+        demo_reply(30, "subscribe to me often")
     );
     node.stop().await;
 }

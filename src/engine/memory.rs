@@ -17,7 +17,7 @@ use super::{
     Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
     MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
 };
-use crate::protocol::{Event, LogEntry, Message, MessageStatus, Role, TurnAck, unix_millis};
+use crate::protocol::{Event, LogEntry, MessageStatus, TurnAck, unix_millis};
 use crate::transcript::Transcript;
 
 /// The memory engine. Cheap to clone handles are not needed: it is shared as
@@ -271,27 +271,7 @@ impl Engine for MemoryEngine {
                 id
             }
         };
-        let now = Utc::now();
-        let user_message = Message {
-            id: Uuid::new_v4(),
-            conversation_id,
-            role: Role::User,
-            content: request.content.clone(),
-            status: MessageStatus::Complete,
-            model: None,
-            created_at: now,
-            error: None,
-        };
-        let reply = Message {
-            id: Uuid::new_v4(),
-            conversation_id,
-            role: Role::Assistant,
-            content: String::new(),
-            status: MessageStatus::Streaming,
-            model: Some(request.model.clone()),
-            created_at: now,
-            error: None,
-        };
+        let (user_message, reply) = request.messages(conversation_id);
         let ack = TurnAck {
             conversation_id,
             user_message_id: user_message.id,

@@ -80,6 +80,35 @@ pub struct TurnRequest {
     pub client_msg_id: Option<Uuid>,
 }
 
+impl TurnRequest {
+    /// The two messages a turn appends: the user's, complete, and the
+    /// assistant's reply, streaming and empty.
+    pub fn messages(&self, conversation_id: Uuid) -> (Message, Message) {
+        let now = Utc::now();
+        let user = Message {
+            id: Uuid::new_v4(),
+            conversation_id,
+            role: Role::User,
+            content: self.content.clone(),
+            status: MessageStatus::Complete,
+            model: None,
+            created_at: now,
+            error: None,
+        };
+        let reply = Message {
+            id: Uuid::new_v4(),
+            conversation_id,
+            role: Role::Assistant,
+            content: String::new(),
+            status: MessageStatus::Streaming,
+            model: Some(self.model.clone()),
+            created_at: now,
+            error: None,
+        };
+        (user, reply)
+    }
+}
+
 /// The outcome of a turn.
 #[derive(Debug, Clone)]
 pub struct Turn {

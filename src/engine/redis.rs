@@ -1017,26 +1017,7 @@ impl RedisEngine {
         let create = request.conversation_id.is_none();
         let conversation_id = request.conversation_id.unwrap_or_else(Uuid::new_v4);
         let now = Utc::now();
-        let user_message = Message {
-            id: Uuid::new_v4(),
-            conversation_id,
-            role: Role::User,
-            content: request.content.clone(),
-            status: MessageStatus::Complete,
-            model: None,
-            created_at: now,
-            error: None,
-        };
-        let reply = Message {
-            id: Uuid::new_v4(),
-            conversation_id,
-            role: Role::Assistant,
-            content: String::new(),
-            status: MessageStatus::Streaming,
-            model: Some(request.model.clone()),
-            created_at: now,
-            error: None,
-        };
+        let (user_message, reply) = request.messages(conversation_id);
         let (user_stored, user_event) = message_event_json(&user_message)?;
         let (reply_stored, reply_event) = message_event_json(&reply)?;
         let member = request

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use chatstream::config::Settings;
 use chatstream::node::Node;
-use chatstream::protocol::{Event, Message, ServerFrame};
+use chatstream::protocol::{Event, Message, Role, ServerFrame};
+use chatstream::providers::{ChatTurn, DemoProvider};
 use chatstream::transcript::Transcript;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -363,6 +364,36 @@ pub fn delta_text(frames: &[Value], message_id: &str) -> String {
         })
         .map(|f| f["event"]["text"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// The demo model's reply (with `tokens` tokens) to a conversation.
+pub fn demo_conversation_reply(tokens: usize, history: &[(Role, &str)]) -> String {
+    let history: Vec<ChatTurn> = history
+        .iter()
+        .map(|(role, content)| ChatTurn {
+            role: *role,
+            content: (*content).to_owned(),
+        })
+        .collect();
+    DemoProvider::new(Duration::ZERO, tokens)
+        .reply_tokens(&history)
+        .concat()
+}
+
+/// The demo model's reply (with `tokens` tokens) to a single question.
+pub fn demo_reply(tokens: usize, question: &str) -> String {
+    demo_conversation_reply(tokens, &[(Role::User, question)])
+}
+
+/// True when a frame shows the reply ended: its ending event, or a snapshot
+/// taken after it.
+pub fn reply_over(frame: &Value, reply_id: &str) -> bool {
+    ends(frame, reply_id)
+        || (frame["type"] == "snapshot"
+            && frame["messages"].as_array().is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["id"] == reply_id && m["status"] != "streaming")
+            }))
 }
 
 /// Parses an event frame's event.
