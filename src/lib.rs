@@ -14,6 +14,7 @@
 //!   conversations, generations).
 //! - [`http`]: actix-web routes, the WebSocket endpoint, admin endpoints.
 //! - [`node`]: assembles and runs one node; [`config`] its settings.
+//! - [`loadgen`]: `chatstream load`, a load generator for a running node.
 //!
 //! Imports point down that list's reverse: `http` → `actors` → `engine`,
 //! `providers` → `protocol`.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod loadgen;
 pub mod node;
 pub mod protocol;
 pub mod providers;

@@ -5,6 +5,7 @@ use tracing_subscriber::EnvFilter;
 
 use chatstream::ai_worker::{AiWorker, WorkerSettings};
 use chatstream::config::Settings;
+use chatstream::loadgen::{self, LoadArgs};
 use chatstream::node::Node;
 
 #[derive(Parser)]
@@ -35,6 +36,12 @@ enum Command {
         #[command(flatten)]
         settings: WorkerSettings,
     },
+    /// Load a running node or cluster (loopback only) with WebSocket
+    /// clients and report throughput and latency.
+    Load {
+        #[command(flatten)]
+        args: LoadArgs,
+    },
 }
 
 #[tokio::main]
@@ -55,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
             );
             return worker.run().await;
         }
+        Some(Command::Load { args }) => return loadgen::main(args).await,
         None => cli.settings,
     };
     let node = Node::start(settings).await?;

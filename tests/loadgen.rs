@@ -1,0 +1,78 @@
+//! `chatstream load` against a real node, in process, with tiny counts: what
+//! it reports must be what happened.
+
+mod common;
+
+use chatstream::loadgen::{self, LoadArgs};
+use common::TestNode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_counts_what_was_sent_and_received() {
+    let node = TestNode::start(|_| {}).await;
+    let (clients, messages, watchers) = (3, 2, 2);
+    let args = LoadArgs {
+        clients,
+        messages,
+        watchers,
+        duration_secs: 30,
+        ..LoadArgs::new(format!("http://{}", node.node.addr))
+    };
+    let report = loadgen::run(&args).await.expect("the load runs");
+    let sockets = (clients * (1 + watchers)) as u64;
+    let turns = (clients * messages) as u64;
+
+    assert!(!report.stopped_by_deadline, "{}", report.to_table());
+    assert_eq!(report.error_count, 0, "{:?}", report.errors);
+    assert_eq!(report.turns, turns);
+    assert_eq!(report.turns_failed, 0);
+    assert_eq!(report.shape.connections, sockets as usize);
+    // Each turn appends the user's message, the assistant's, its deltas and
+    // `done`; every socket of the conversation receives each event once.
+    let kinds = report.events_by_kind;
+    assert_eq!(kinds.message, 2 * turns * (1 + watchers as u64));
+    assert_eq!(kinds.done, turns * (1 + watchers as u64));
+    assert_eq!(kinds.cancelled + kinds.failed, 0);
+    assert!(kinds.delta >= turns * (1 + watchers as u64));
+    assert_eq!(
+        report.events_expected,
+        report.events_appended * (1 + watchers as u64)
+    );
+    assert_eq!(report.events_received, report.events_expected);
+    assert_eq!(report.events_received, kinds.total());
+    assert_eq!(report.gaps, 0);
+    // Every event came in a frame, and acks came too.
+    assert!(report.frames_received >= report.events_received + turns);
+    assert!(report.bytes_received > report.frames_received);
+
+    let screen = report.append_to_screen_ms;
+    assert_eq!(screen.count, report.events_received);
+    assert!(report.append_to_screen_min_raw_ms.unwrap() >= 0.0);
+    assert!(0.0 <= screen.min && screen.min <= screen.p50);
+    assert!(screen.p50 <= screen.p95 && screen.p95 <= screen.p99 && screen.p99 <= screen.max);
+    let first = report.send_to_first_delta_ms;
+    assert_eq!(first.count, turns);
+    assert!(0.0 <= first.min && first.p50 <= first.max);
+    assert!(report.rates.events > 0.0 && report.elapsed_secs > 0.0);
+
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["turns"], turns);
+    assert!(report.to_table().contains("append → screen"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_targets_off_this_machine() {
+    for url in [
+        "http://10.1.2.3:8080",
+        "http://example.com",
+        "http://localhost:8080",
+    ] {
+        let error = loadgen::run(&LoadArgs::new(url)).await.unwrap_err();
+        assert!(error.to_string().contains("loopback"), "{url}: {error}");
+    }
+    let too_many = LoadArgs {
+        clients: loadgen::MAX_CLIENTS + 1,
+        ..LoadArgs::new("http://127.0.0.1:9")
+    };
+    assert!(loadgen::run(&too_many).await.is_err());
+}
