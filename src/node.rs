@@ -112,11 +112,7 @@ impl Node {
         })
         // Tokens are small frames sent as they come: without TCP_NODELAY,
         // Nagle's algorithm holds one back until the previous is acknowledged.
-        .on_connect(|connection, _| {
-            if let Some(socket) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = socket.set_nodelay(true);
-            }
-        })
+        .tcp_nodelay(true)
         .workers(settings.http_workers.max(1))
         .disable_signals()
         .shutdown_timeout(5)
