@@ -68,7 +68,7 @@ export function shownMessages(page) {
 /**
  * The conversation as the server holds it, read with the page's own token.
  * @param {Page} page @param {string} id
- * @returns {Promise<{ messages: { role: string, content: string, status: string }[] }>}
+ * @returns {Promise<{ messages: { id: string, role: string, content: string, status: string }[] }>}
  */
 export async function serverConversation(page, id) {
   return /** @type {any} */ (await page.evaluate(async (id) => {
