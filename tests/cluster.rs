@@ -204,9 +204,9 @@ async fn a_client_reconnecting_to_another_node_resumes_with_no_gap() {
 /// each must see every event exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_joining_random_nodes_at_random_moments_never_miss_an_event() {
-    const ROUNDS: usize = 10;
+    const ROUNDS: usize = 25;
     const CONVERSATIONS: usize = 4;
-    const JOINERS: usize = 30;
+    const JOINERS: usize = 60;
     let cluster = Cluster::start(3, |s| {
         s.demo_token_delay_ms = 3;
         s.demo_reply_tokens = 40;
