@@ -104,7 +104,7 @@ pub struct ConversationState {
     closing: bool,
     /// The conversation as of `head`: what this node rebuilds it from if
     /// the log store loses its data.
-    info: ConversationInfo,
+    info: Option<ConversationInfo>,
     transcript: Transcript,
 }
 
@@ -115,30 +115,55 @@ impl Actor for Conversation {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<ConversationMsg>,
+        _: ActorRef<ConversationMsg>,
         args: ConversationArgs,
     ) -> Result<ConversationState, ActorProcessingErr> {
-        let conversation_id = args.conversation_id;
-        ractor::call!(args.registry, |reply| RegistryMsg::Register {
+        Ok(ConversationState {
+            conversation_id: args.conversation_id,
+            context: args.context,
+            registry: args.registry,
+            supervisor: args.supervisor,
+            epoch: "".into(),
+            head: 0,
+            subscribers: HashMap::new(),
+            closing: false,
+            info: None,
+            transcript: Transcript::default(),
+        })
+    }
+
+    /// Subscribes and reads the log here rather than in `pre_start`, which
+    /// the supervisor waits for: activating a conversation never holds up
+    /// the others. Joins wait in the mailbox until this is done.
+    async fn post_start(
+        &self,
+        myself: ActorRef<ConversationMsg>,
+        state: &mut ConversationState,
+    ) -> Result<(), ActorProcessingErr> {
+        let conversation_id = state.conversation_id;
+        ractor::call!(state.registry, |reply| RegistryMsg::Register {
             conversation_id,
             actor: myself.clone(),
             reply,
         })??;
         // Registered first, read second: anything appended from here on is
         // either in this read or arrives live.
-        let snapshot = args.context.engine.snapshot(conversation_id).await?;
-        Ok(ConversationState {
-            conversation_id,
-            context: args.context,
-            registry: args.registry,
-            supervisor: args.supervisor,
-            epoch: snapshot.epoch,
-            head: snapshot.seq,
-            subscribers: HashMap::new(),
-            closing: false,
-            info: snapshot.info,
-            transcript: Transcript::from_messages(snapshot.messages),
-        })
+        let snapshot = match state.context.engine.snapshot(conversation_id).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                // `post_stop` does not run for a failed start: unregister here.
+                let _ = state.registry.cast(RegistryMsg::Unregister {
+                    conversation_id,
+                    actor: myself.get_id(),
+                });
+                return Err(error.into());
+            }
+        };
+        state.epoch = snapshot.epoch;
+        state.head = snapshot.seq;
+        state.info = Some(snapshot.info);
+        state.transcript = Transcript::from_messages(snapshot.messages);
+        Ok(())
     }
 
     async fn post_stop(
@@ -364,8 +389,11 @@ impl ConversationState {
     /// node did first), then resynchronises every subscriber. False when the
     /// store could not be reached.
     async fn rebuild(&mut self) -> bool {
+        let Some(info) = self.info.clone() else {
+            return true;
+        };
         let copy = Snapshot {
-            info: self.info.clone(),
+            info,
             epoch: self.epoch.clone(),
             seq: self.head,
             messages: self.transcript.messages().to_vec(),
@@ -457,7 +485,7 @@ impl ConversationState {
         };
         self.epoch = snapshot.epoch.clone();
         self.head = snapshot.seq;
-        self.info = snapshot.info.clone();
+        self.info = Some(snapshot.info.clone());
         self.transcript = Transcript::from_messages(snapshot.messages.clone());
         let subscribed = |conversation_id| ServerFrame::Subscribed {
             id: None,

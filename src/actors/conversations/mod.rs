@@ -136,10 +136,10 @@ impl Actor for Conversations {
             .running
             .retain(|_, actor| actor.get_id() != cell.get_id());
         if let Some(error) = failure {
-            // A Conversation never returns an error from `handle`, so this is a
-            // bug (a panic). Its subscribers get nothing more of this
-            // conversation until they resubscribe.
-            tracing::error!(actor = %cell.get_id(), %error, "a conversation actor failed");
+            // It could not start (the log store unreachable, the conversation
+            // just deleted) or it panicked. Joins waiting for it are answered
+            // by their dropped reply ports, and the Connections retry.
+            tracing::warn!(actor = %cell.get_id(), %error, "a conversation actor failed");
         }
         Ok(())
     }
