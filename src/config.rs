@@ -18,7 +18,7 @@ pub struct Settings {
     pub node_id: Option<String>,
 
     /// Redis for a cluster of nodes; unset runs the embedded memory engine.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// HMAC secret of guest tokens; every node of a cluster needs the same one
