@@ -75,14 +75,15 @@ impl Follower {
     /// Sends a question through nginx and returns the follower and its socket.
     async fn start(url: &str, question: &str) -> (Follower, Client) {
         let mut client = Client::connect(url).await;
-        let ack = client
-            .request(json!({"type": "send", "content": question}))
-            .await;
-        assert_eq!(ack["type"], "ack", "{ack}");
+        let Sent {
+            conversation,
+            reply_id,
+            ..
+        } = client.send_turn(question).await;
         let follower = Follower {
             url: url.to_owned(),
-            conversation: ack["conversation_id"].as_str().unwrap().to_owned(),
-            reply_id: ack["assistant_message_id"].as_str().unwrap().to_owned(),
+            conversation,
+            reply_id,
             question: question.to_owned(),
             view: View::default(),
             arrivals: Vec::new(),
@@ -338,11 +339,11 @@ async fn a_cancel_racing_a_kill_ends_cancelled_and_is_never_resumed() {
     // Send through node-1, cancel through node-2 while node-1 is killed.
     let mut sender =
         Client::connect(&format!("ws://{}/ws/chat?token={token}", cluster.node(1))).await;
-    let ack = sender
-        .request(json!({"type": "send", "content": "cancel me as you die"}))
-        .await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = sender.send_turn("cancel me as you die").await;
     sender.until(|f| f["seq"] == 6).await;
     let mut canceller =
         Client::connect(&format!("ws://{}/ws/chat?token={token}", cluster.node(2))).await;

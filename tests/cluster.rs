@@ -67,11 +67,11 @@ async fn a_reply_generated_on_one_node_reaches_subscribers_on_the_others() {
     };
     let (token, _) = a.guest().await;
     let mut sender = a.connect(&token).await;
-    let ack = sender
-        .request(json!({"type": "send", "content": "across nodes"}))
-        .await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = sender.send_turn("across nodes").await;
     assert_eq!(
         generations_on(a).await,
         vec![reply_id.clone()],
@@ -116,11 +116,11 @@ async fn a_cancel_on_another_node_stops_the_generation_where_it_runs() {
     };
     let (token, _) = a.guest().await;
     let mut sender = a.connect(&token).await;
-    let ack = sender
-        .request(json!({"type": "send", "content": "stop me from afar"}))
-        .await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = sender.send_turn("stop me from afar").await;
     let mut view = View::default();
     view.apply_all(&conversation, &sender.until(|f| f["seq"] == 5).await);
 
@@ -159,11 +159,11 @@ async fn a_client_reconnecting_to_another_node_resumes_with_no_gap() {
     let cluster = Cluster::start(3, |s| s.demo_token_delay_ms = 15).await;
     let (token, _) = cluster.nodes[0].guest().await;
     let mut client = cluster.nodes[0].connect(&token).await;
-    let ack = client
-        .request(json!({"type": "send", "content": "hop between nodes"}))
-        .await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = client.send_turn("hop between nodes").await;
     let mut view = View::default();
     view.apply_all(&conversation, &client.until(|f| f["seq"] == 6).await);
     client.close().await;
@@ -222,14 +222,12 @@ async fn subscribers_joining_random_nodes_at_random_moments_never_miss_an_event(
             let node = &cluster.nodes[rand::rng().random_range(0..cluster.nodes.len())];
             let mut sender = node.connect(&token).await;
             let question = format!("round {round} question {i}");
-            let ack = sender
-                .request(json!({"type": "send", "content": question}))
-                .await;
-            replies.push((
-                ack["conversation_id"].as_str().unwrap().to_owned(),
-                ack["assistant_message_id"].as_str().unwrap().to_owned(),
-                demo_reply(40, &question),
-            ));
+            let Sent {
+                conversation,
+                reply_id,
+                ..
+            } = sender.send_turn(&question).await;
+            replies.push((conversation, reply_id, demo_reply(40, &question)));
         }
         let mut tasks = Vec::new();
         for _ in 0..JOINERS {
@@ -327,11 +325,11 @@ async fn redis_restarted_mid_reply_loses_nothing_and_readiness_follows() {
     let (token, _) = cluster.nodes[0].guest().await;
     let mut sender = cluster.nodes[0].connect(&token).await;
     let mut watcher = cluster.nodes[1].connect(&token).await;
-    let ack = sender
-        .request(json!({"type": "send", "content": "survive a restart"}))
-        .await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = sender.send_turn("survive a restart").await;
     watcher
         .request(json!({"type": "subscribe", "conversation_id": conversation}))
         .await;
@@ -381,11 +379,11 @@ async fn redis_losing_its_data_mid_reply_rebuilds_what_the_nodes_hold() {
     .await;
     let (token, _) = cluster.nodes[0].guest().await;
     let mut sender = cluster.nodes[0].connect(&token).await;
-    let ack = sender
-        .request(json!({"type": "send", "content": "rebuild me"}))
-        .await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = sender.send_turn("rebuild me").await;
     let mut watcher = cluster.nodes[1].connect(&token).await;
     watcher
         .request(json!({"type": "subscribe", "conversation_id": conversation}))

@@ -302,11 +302,11 @@ async fn admin_actors_lists_the_live_tree_and_forgets_what_ended() {
     let (token, _) = node.guest().await;
     let mut client = node.connect(&token).await;
     let connection_id = client.welcome["connection_id"].as_str().unwrap().to_owned();
-    let ack = client
-        .request(json!({"type": "send", "content": "watch my actors"}))
-        .await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id: reply,
+        ..
+    } = client.send_turn("watch my actors").await;
 
     let (_, body) = node
         .api(Method::GET, "/admin/actors", Some(ADMIN_TOKEN), None)

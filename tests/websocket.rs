@@ -7,18 +7,10 @@ use std::time::Duration;
 use chatstream::protocol::{MessageStatus, Role};
 use common::*;
 use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Sends `content` into a new conversation; returns the ack.
-async fn send_new(client: &mut Client, content: &str) -> Value {
-    let ack = client
-        .request(json!({"type": "send", "content": content}))
-        .await;
-    assert_eq!(ack["type"], "ack", "send is acknowledged: {ack}");
-    ack
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_streams_in_order_and_matches_the_stored_conversation() {
     let node = TestNode::start(|_| {}).await;
@@ -27,9 +19,11 @@ async fn a_reply_streams_in_order_and_matches_the_stored_conversation() {
     assert_eq!(client.welcome["protocol"], 1);
     assert_eq!(client.welcome["user_id"], user.to_string());
 
-    let ack = send_new(&mut client, "How do actors stream tokens?").await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        ack,
+        conversation,
+        reply_id,
+    } = client.send_turn("How do actors stream tokens?").await;
     let frames = client.until(|f| ends(f, &reply_id)).await;
 
     let mut view = View::default();
@@ -96,9 +90,11 @@ async fn subscribers_joining_mid_reply_get_every_event_once_in_order() {
     let node = TestNode::start(|s| s.demo_token_delay_ms = 10).await;
     let (token, _) = node.guest().await;
     let mut sender = node.connect(&token).await;
-    let ack = send_new(&mut sender, "Tell me about logs").await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = sender.send_turn("Tell me about logs").await;
     let mut sender_view = View::default();
     // Let a few deltas pass before the others join.
     let early = sender
@@ -150,9 +146,11 @@ async fn a_reconnect_with_since_resumes_with_no_gap_and_the_reply_keeps_going() 
     let node = TestNode::start(|s| s.demo_token_delay_ms = 10).await;
     let (token, _) = node.guest().await;
     let mut client = node.connect(&token).await;
-    let ack = send_new(&mut client, "Resume me").await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = client.send_turn("Resume me").await;
     let mut view = View::default();
     let before = client
         .until(|f| f["event"]["kind"] == "delta" && f["seq"] == 6)
@@ -196,9 +194,11 @@ async fn cancel_stops_the_reply_and_keeps_its_text() {
     .await;
     let (token, _) = node.guest().await;
     let mut client = node.connect(&token).await;
-    let ack = send_new(&mut client, "A long answer please").await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        ack,
+        conversation,
+        reply_id,
+    } = client.send_turn("A long answer please").await;
     let mut view = View::default();
     let before = client
         .until(|f| f["event"]["kind"] == "delta" && f["seq"] == 5)
@@ -251,9 +251,11 @@ async fn another_user_is_refused_everything() {
     let (owner_token, _) = node.guest().await;
     let (other_token, _) = node.guest().await;
     let mut owner = node.connect(&owner_token).await;
-    let ack = send_new(&mut owner, "private thoughts").await;
-    let conversation = ack["conversation_id"].as_str().unwrap();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = owner.send_turn("private thoughts").await;
 
     let mut other = node.connect(&other_token).await;
     for frame in [
@@ -455,8 +457,7 @@ async fn a_send_while_a_reply_streams_is_a_conflict() {
     let node = TestNode::start(|s| s.demo_token_delay_ms = 30).await;
     let (token, _) = node.guest().await;
     let mut client = node.connect(&token).await;
-    let ack = send_new(&mut client, "first").await;
-    let conversation = ack["conversation_id"].as_str().unwrap();
+    let Sent { conversation, .. } = client.send_turn("first").await;
     let reply = client
         .request(json!({"type": "send", "conversation_id": conversation, "content": "second"}))
         .await;
@@ -473,8 +474,7 @@ async fn unsubscribe_stops_delivery_and_delete_unsubscribes_everyone() {
     .await;
     let (token, _) = node.guest().await;
     let mut sender = node.connect(&token).await;
-    let ack = send_new(&mut sender, "delete me later").await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
+    let Sent { conversation, .. } = sender.send_turn("delete me later").await;
 
     let mut watcher = node.connect(&token).await;
     watcher
@@ -538,9 +538,11 @@ async fn subscribers_joining_at_random_moments_never_miss_an_event() {
     let mut sender = node.connect(&token).await;
     let mut joins = 0;
     for round in 0..20 {
-        let ack = send_new(&mut sender, &format!("question number {round}")).await;
-        let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-        let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+        let Sent {
+            conversation,
+            reply_id,
+            ..
+        } = sender.send_turn(&format!("question number {round}")).await;
         let mut tasks = Vec::new();
         for _ in 0..25 {
             let url = node.ws_url(&token);
@@ -555,13 +557,7 @@ async fn subscribers_joining_at_random_moments_never_miss_an_event() {
                     .await;
                 assert_eq!(subscribed["type"], "subscribed");
                 // A late joiner may find the reply already ended in its snapshot.
-                let frames = client
-                    .until(|f| {
-                        ends(f, &reply_id)
-                            || (f["type"] == "snapshot"
-                                && f["messages"][1]["status"] != "streaming")
-                    })
-                    .await;
+                let frames = client.until(|f| reply_over(f, &reply_id)).await;
                 let mut view = View::default();
                 view.apply_all(&conversation, &frames);
                 view.messages()[1].content.clone()
@@ -588,9 +584,11 @@ async fn back_to_back_subscribes_are_each_answered() {
     .await;
     let (token, _) = node.guest().await;
     let mut client = node.connect(&token).await;
-    let ack = send_new(&mut client, "subscribe to me often").await;
-    let conversation = ack["conversation_id"].as_str().unwrap().to_owned();
-    let reply_id = ack["assistant_message_id"].as_str().unwrap().to_owned();
+    let Sent {
+        conversation,
+        reply_id,
+        ..
+    } = client.send_turn("subscribe to me often").await;
     let mut watcher = node.connect(&token).await;
     for i in 0..100 {
         watcher
@@ -609,10 +607,7 @@ async fn back_to_back_subscribes_are_each_answered() {
             view = View::default();
         }
         view.apply(&conversation, &frame);
-        if answered == 100
-            && (ends(&frame, &reply_id)
-                || (frame["type"] == "snapshot" && frame["messages"][1]["status"] != "streaming"))
-        {
+        if answered == 100 && reply_over(&frame, &reply_id) {
             break;
         }
     }

@@ -111,6 +111,13 @@ impl TestNode {
     }
 }
 
+/// An acknowledged `send`: the ack and the ids every test reads from it.
+pub struct Sent {
+    pub ack: Value,
+    pub conversation: String,
+    pub reply_id: String,
+}
+
 /// How a socket ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Closed {
@@ -246,6 +253,19 @@ impl Client {
     /// Forgets frames read while waiting for a reply.
     pub fn discard_backlog(&mut self) {
         self.backlog.clear();
+    }
+
+    /// Sends `content` (into a new conversation) and answers its ack.
+    pub async fn send_turn(&mut self, content: &str) -> Sent {
+        let ack = self
+            .request(json!({"type": "send", "content": content}))
+            .await;
+        assert_eq!(ack["type"], "ack", "send is acknowledged: {ack}");
+        Sent {
+            conversation: ack["conversation_id"].as_str().unwrap().to_owned(),
+            reply_id: ack["assistant_message_id"].as_str().unwrap().to_owned(),
+            ack,
+        }
     }
 
     /// Frames until (and including) the first matching `stop`.
