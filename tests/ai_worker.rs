@@ -18,6 +18,10 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 /// How long any single wait may take before the test fails.
+mod common;
+
+use common::Guest;
+
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn user(content: &str) -> Vec<ChatTurn> {
@@ -289,77 +293,37 @@ impl Drop for WorkerProcess {
     }
 }
 
-struct Chat {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
+/// A guest of the node, with what these tests ask of it.
+struct Chat(Guest);
 
 impl Chat {
     async fn new(node: &Node) -> Chat {
-        let http = reqwest::Client::new();
-        let base = format!("http://{}", node.addr);
-        let guest: Value = http
-            .post(format!("{base}/api/auth/guest"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Chat {
-            http,
-            base,
-            token: guest["token"].as_str().unwrap().to_owned(),
-        }
+        Chat(Guest::new(node.addr).await)
     }
 
     /// Sends `content` in a new conversation; its id.
     async fn send(&self, content: &str) -> String {
-        let response: Value = self
-            .http
-            .post(format!("{}/api/chat", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({"content": content}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        response["conversation_id"]
+        let (_, accepted) = self
+            .0
+            .call(
+                reqwest::Method::POST,
+                "/api/chat",
+                Some(json!({"content": content})),
+            )
+            .await;
+        accepted["conversation_id"]
             .as_str()
             .expect("accepted")
             .to_owned()
     }
 
     async fn reply(&self, conversation_id: &str) -> Value {
-        let detail: Value = self
-            .http
-            .get(format!("{}/api/conversations/{conversation_id}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        detail["messages"][1].clone()
+        let path = format!("/api/conversations/{conversation_id}");
+        self.0.call(reqwest::Method::GET, &path, None).await.1["messages"][1].clone()
     }
 
     async fn reply_when(&self, conversation_id: &str, condition: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let reply = self.reply(conversation_id).await;
-            if condition(&reply) {
-                return reply;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the reply never got there: {reply}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.0.reply_when(conversation_id, condition).await
     }
 
     /// Sends `content` and waits for the whole reply.
@@ -371,15 +335,7 @@ impl Chat {
 
     /// A metric of the node for one upstream (0 when not yet recorded).
     async fn upstream_metric(&self, name: &str, upstream: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.0.text("/metrics").await;
         let label = format!("upstream=\"{upstream}\"");
         text.lines()
             .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(&label))

@@ -23,6 +23,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// How long any single wait may take before the test fails.
+mod common;
+
+use common::Guest;
+
 const DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
@@ -887,73 +891,11 @@ fn node_settings(upstream: &Upstream, prefill: bool) -> Settings {
     settings
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn new(node: &Node) -> Api {
-        let http = reqwest::Client::new();
-        let base = format!("http://{}", node.addr);
-        let guest: Value = http
-            .post(format!("{base}/api/auth/guest"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Api {
-            http,
-            base,
-            token: guest["token"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The assistant message once `condition` holds for it.
-    async fn reply_when(&self, conversation_id: &str, condition: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let (_, detail) = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/conversations/{conversation_id}"),
-                    None,
-                )
-                .await;
-            let reply = detail["messages"][1].clone();
-            if condition(&reply) {
-                return reply;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the reply never got there: {reply}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_through_the_node_closes_the_upstream_request() {
     let upstream = Upstream::start(vec![Step::Head, Step::Chunk(token("Hel")), Step::Hold]).await;
     let node = Node::start(node_settings(&upstream, false)).await.unwrap();
-    let api = Api::new(&node).await;
+    let api = Guest::new(node.addr).await;
 
     let (status, models) = api.call(reqwest::Method::GET, "/api/models", None).await;
     assert_eq!(status, 200);
@@ -1020,7 +962,7 @@ async fn a_reply_cut_mid_stream_on_an_upstream_that_cannot_continue_fails_with_i
     ])
     .await;
     let node = Node::start(node_settings(&upstream, false)).await.unwrap();
-    let api = Api::new(&node).await;
+    let api = Guest::new(node.addr).await;
     let (status, sent) = api
         .call(
             reqwest::Method::POST,

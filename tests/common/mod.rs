@@ -118,6 +118,85 @@ pub struct Sent {
     pub reply_id: String,
 }
 
+/// A guest's HTTP session with one node: its token and the JSON API.
+pub struct Guest {
+    http: reqwest::Client,
+    base: String,
+    pub token: String,
+}
+
+impl Guest {
+    pub async fn new(addr: std::net::SocketAddr) -> Guest {
+        let http = reqwest::Client::new();
+        let base = format!("http://{addr}");
+        let guest: Value = http
+            .post(format!("{base}/api/auth/guest"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Guest {
+            http,
+            base,
+            token: guest["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A call with this guest's token: (status, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A plain-text page of the node, such as `/metrics`.
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The conversation's assistant reply once `condition` holds for it.
+    pub async fn reply_when(
+        &self,
+        conversation_id: &str,
+        condition: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let path = format!("/api/conversations/{conversation_id}");
+            let reply = self.call(reqwest::Method::GET, &path, None).await.1["messages"][1].clone();
+            if condition(&reply) {
+                return reply;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the reply never got there: {reply}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// How a socket ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Closed {
