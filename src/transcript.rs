@@ -38,10 +38,6 @@ impl Transcript {
         &self.messages
     }
 
-    pub fn into_messages(self) -> Vec<Message> {
-        self.messages
-    }
-
     pub fn message(&self, id: Uuid) -> Option<&Message> {
         self.messages.iter().rev().find(|m| m.id == id)
     }
@@ -55,7 +51,7 @@ impl Transcript {
     }
 
     /// Checks that `event` applies, without changing anything.
-    pub fn check(&self, event: &Event) -> Result<(), Rejection> {
+    fn check(&self, event: &Event) -> Result<(), Rejection> {
         match event {
             Event::Message { message } => {
                 if self.message(message.id).is_some() {

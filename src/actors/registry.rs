@@ -38,8 +38,6 @@ pub enum RegistryMsg {
         actor: ActorId,
     },
     Bus(BusMessage),
-    /// How many conversations are routed here (for metrics and tests).
-    Count(RpcReplyPort<usize>),
     /// Time to tell the cluster which actors live here.
     Announce,
 }
@@ -168,9 +166,6 @@ impl Actor for Registry {
             }
             RegistryMsg::Bus(BusMessage::StopGeneration { message_id }) => {
                 let _ = state.generations.cast(GenerationsMsg::Abort { message_id });
-            }
-            RegistryMsg::Count(reply) => {
-                let _ = reply.send(state.routes.len());
             }
             RegistryMsg::Announce => {
                 let announcement = NodeAnnouncement {

@@ -225,7 +225,7 @@ pub trait Engine: Send + Sync + 'static {
     /// message.
     async fn start_turn(&self, request: TurnRequest) -> EngineResult<Turn>;
 
-    /// Appends one event if it applies (see `Transcript::check`); a rejected
+    /// Appends one event if it applies (see `Transcript::apply`); a rejected
     /// event is a `Conflict` and appends nothing. `Message` events are added
     /// by `start_turn` only.
     async fn append(&self, conversation_id: Uuid, event: Event) -> EngineResult<Appended>;

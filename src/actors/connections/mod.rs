@@ -22,10 +22,7 @@ pub enum ConnectionsMsg {
         reply: RpcReplyPort<Result<ActorRef<ConnectionMsg>, String>>,
     },
     /// Close every socket with `code` (1001 stopping, 1012 restarting).
-    CloseAll {
-        code: u16,
-    },
-    Count(RpcReplyPort<usize>),
+    CloseAll { code: u16 },
 }
 
 pub struct Connections;
@@ -82,9 +79,6 @@ impl Actor for Connections {
                         reason: "the node is stopping, reconnect".into(),
                     });
                 }
-            }
-            ConnectionsMsg::Count(reply) => {
-                let _ = reply.send(state.open.len());
             }
         }
         Ok(())
