@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
-use super::GenerationSpec;
+use super::{GenerationSpec, record_cancel};
 use crate::actors::NodeContext;
 use crate::engine::{EngineError, LEASE_TTL, Snapshot, TextAppend};
 use crate::protocol::{ApiError, Event, MessageStatus};
@@ -237,7 +237,14 @@ impl Actor for Generation {
                     Flushed::Ended => Ok(()),
                     // This node lost the reply to another (its lease lapsed);
                     // the cancel is recorded directly and reaches that node.
-                    Flushed::EndedElsewhere => state.cancel_elsewhere().await,
+                    Flushed::EndedElsewhere => {
+                        record_cancel(
+                            state.context.engine.as_ref(),
+                            state.spec.conversation_id,
+                            message_id,
+                        )
+                        .await
+                    }
                     // Recorded as soon as the store answers; not acknowledged yet.
                     Flushed::Deferred => {
                         Err(ApiError::unavailable("the log store is unavailable, retry"))
@@ -423,31 +430,6 @@ impl GenerationState {
         let kept = logged.content.len();
         self.reply_mut().content.truncate(kept);
         true
-    }
-
-    /// Records a cancel for a reply this generation no longer writes, and
-    /// stops whichever node does.
-    async fn cancel_elsewhere(&self) -> Result<(), ApiError> {
-        let engine = &self.context.engine;
-        let (conversation_id, message_id) = (self.spec.conversation_id, self.spec.message_id);
-        match engine
-            .append(conversation_id, Event::Cancelled { message_id })
-            .await
-        {
-            Ok(_) => {
-                if let Err(error) = engine
-                    .stop_remote_generation(conversation_id, message_id)
-                    .await
-                {
-                    tracing::warn!(%message_id, %error, "the generating node was not told; it stops at its next append");
-                }
-                Ok(())
-            }
-            Err(EngineError::Conflict(_) | EngineError::NotFound) => {
-                Err(ApiError::conflict("the reply is no longer streaming"))
-            }
-            Err(error) => Err(error.into_api("message")),
-        }
     }
 
     fn retry_later(&mut self, myself: &ActorRef<GenerationMsg>, error: EngineError) -> Flushed {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::NodeContext;
 use super::directory::ActorKind;
-use crate::engine::EngineError;
+use crate::engine::{Engine, EngineError};
 use crate::protocol::{ApiError, Event};
 use generation::{Generation, GenerationArgs, GenerationMsg};
 
@@ -124,26 +124,16 @@ impl Actor for Generations {
                     if let Err(ractor::MessagingErr::SendErr(GenerationMsg::Cancel(reply))) =
                         actor.cast(GenerationMsg::Cancel(reply))
                     {
-                        let result = state.record_cancel(conversation_id, message_id).await;
-                        let _ = reply.send(result);
+                        let engine = state.context.engine.as_ref();
+                        let _ =
+                            reply.send(record_cancel(engine, conversation_id, message_id).await);
                     }
                 }
-                // Not running here (or between attempts): record it directly,
-                // then stop the generation wherever it runs. A Generation that
-                // appends later finds the reply ended.
+                // Not running here (or between attempts).
                 None => {
                     state.replies.remove(&message_id);
-                    let result = state.record_cancel(conversation_id, message_id).await;
-                    if result.is_ok()
-                        && let Err(error) = state
-                            .context
-                            .engine
-                            .stop_remote_generation(conversation_id, message_id)
-                            .await
-                    {
-                        tracing::warn!(%message_id, %error, "could not reach the generating node; it stops at its next append");
-                    }
-                    let _ = reply.send(result);
+                    let engine = state.context.engine.as_ref();
+                    let _ = reply.send(record_cancel(engine, conversation_id, message_id).await);
                 }
             },
             GenerationsMsg::Abort { message_id } => {
@@ -283,19 +273,31 @@ impl GenerationsState {
             tracing::warn!(message_id = %spec.message_id, %error, "lease not released; it lapses instead");
         }
     }
+}
 
-    async fn record_cancel(&self, conversation_id: Uuid, message_id: Uuid) -> Result<(), ApiError> {
-        match self
-            .context
-            .engine
-            .append(conversation_id, Event::Cancelled { message_id })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(EngineError::Conflict(_) | EngineError::NotFound) => {
-                Err(ApiError::conflict("the reply is no longer streaming"))
-            }
-            Err(other) => Err(other.into_api("message")),
+/// Records a cancel for a reply this node does not generate (any more), then
+/// tells whichever node does to stop at once; one that cannot be told stops
+/// at its next append, which the log refuses.
+pub(crate) async fn record_cancel(
+    engine: &dyn Engine,
+    conversation_id: Uuid,
+    message_id: Uuid,
+) -> Result<(), ApiError> {
+    match engine
+        .append(conversation_id, Event::Cancelled { message_id })
+        .await
+    {
+        Ok(_) => {}
+        Err(EngineError::Conflict(_) | EngineError::NotFound) => {
+            return Err(ApiError::conflict("the reply is no longer streaming"));
         }
+        Err(other) => return Err(other.into_api("message")),
     }
+    if let Err(error) = engine
+        .stop_remote_generation(conversation_id, message_id)
+        .await
+    {
+        tracing::warn!(%message_id, %error, "could not reach the generating node; it stops at its next append");
+    }
+    Ok(())
 }
