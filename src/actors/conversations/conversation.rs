@@ -23,7 +23,7 @@ use crate::transcript::Transcript;
 
 /// How soon a rebuild that could not reach the store is tried again.
 const REBUILD_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
-use crate::protocol::{ApiError, LogEntry, ServerFrame, Since};
+use crate::protocol::{ApiError, LogEntry, Message, ServerFrame, Since};
 
 /// A Connection following this conversation.
 #[derive(Clone)]
@@ -344,27 +344,9 @@ impl ConversationState {
                 }
             }
         }
-        let mut frames = vec![
-            Frame::from(
-                ServerFrame::Subscribed {
-                    id: frame_id,
-                    conversation_id: self.conversation_id,
-                    epoch: self.epoch.to_string(),
-                    seq: snapshot.seq,
-                    recovered: false,
-                }
-                .to_text(),
-            ),
-            Frame::from(
-                ServerFrame::Snapshot {
-                    conversation_id: self.conversation_id,
-                    epoch: self.epoch.to_string(),
-                    seq: snapshot.seq,
-                    messages: snapshot.messages,
-                }
-                .to_text(),
-            ),
-        ];
+        let mut frames = self
+            .start_over(frame_id, snapshot.seq, snapshot.messages)
+            .to_vec();
         if self.head > snapshot.seq {
             let history = engine
                 .read(self.conversation_id, snapshot.seq)
@@ -485,30 +467,36 @@ impl ConversationState {
         };
         self.epoch = snapshot.epoch.clone();
         self.head = snapshot.seq;
-        self.info = Some(snapshot.info.clone());
+        self.info = Some(snapshot.info);
         self.transcript = Transcript::from_messages(snapshot.messages.clone());
-        let subscribed = |conversation_id| ServerFrame::Subscribed {
-            id: None,
-            conversation_id,
-            epoch: snapshot.epoch.to_string(),
-            seq: snapshot.seq,
+        let frames = self.start_over(None, snapshot.seq, snapshot.messages);
+        for subscriber in self.subscribers.values() {
+            for frame in &frames {
+                self.send_frame(subscriber, frame.clone());
+            }
+        }
+    }
+
+    /// `subscribed` (not recovered) and a snapshot at `seq` of this epoch:
+    /// how a subscriber starts over.
+    fn start_over(&self, id: Option<String>, seq: u64, messages: Vec<Message>) -> [Frame; 2] {
+        let subscribed = ServerFrame::Subscribed {
+            id,
+            conversation_id: self.conversation_id,
+            epoch: self.epoch.to_string(),
+            seq,
             recovered: false,
         };
-        let subscribed = Frame::from(subscribed(self.conversation_id).to_text());
-        let snapshot_frame = Frame::from(
-            ServerFrame::Snapshot {
-                conversation_id: self.conversation_id,
-                epoch: snapshot.epoch.to_string(),
-                seq: snapshot.seq,
-                messages: snapshot.messages,
-            }
-            .to_text(),
-        );
-        let subscribers: Vec<_> = self.subscribers.values().cloned().collect();
-        for subscriber in subscribers {
-            self.send_frame(&subscriber, subscribed.clone());
-            self.send_frame(&subscriber, snapshot_frame.clone());
-        }
+        let snapshot = ServerFrame::Snapshot {
+            conversation_id: self.conversation_id,
+            epoch: self.epoch.to_string(),
+            seq,
+            messages,
+        };
+        [
+            Frame::from(subscribed.to_text()),
+            Frame::from(snapshot.to_text()),
+        ]
     }
 
     /// Fans out every entry right after `head`, in order; entries at or
