@@ -651,3 +651,14 @@ async fn a_client_that_stops_reading_is_closed_with_4001() {
     assert_eq!(client.closed().await.code, Some(4001));
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_closes_every_socket_with_the_code_it_is_given() {
+    let node = TestNode::start(|_| {}).await;
+    let (token, _) = node.guest().await;
+    let mut first = node.connect(&token).await;
+    let mut second = node.connect(&token).await;
+    node.node.stop(1012).await;
+    assert_eq!(first.closed().await.code, Some(1012));
+    assert_eq!(second.closed().await.code, Some(1012));
+}

@@ -7,10 +7,9 @@
 pub mod connection;
 pub mod outbox;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::NodeContext;
 use super::directory::ActorKind;
@@ -29,7 +28,6 @@ pub struct Connections;
 
 pub struct ConnectionsState {
     context: Arc<NodeContext>,
-    open: HashMap<ActorId, ActorRef<ConnectionMsg>>,
 }
 
 impl Actor for Connections {
@@ -42,10 +40,7 @@ impl Actor for Connections {
         _: ActorRef<ConnectionsMsg>,
         context: Arc<NodeContext>,
     ) -> Result<ConnectionsState, ActorProcessingErr> {
-        Ok(ConnectionsState {
-            context,
-            open: HashMap::new(),
-        })
+        Ok(ConnectionsState { context })
     }
 
     async fn handle(
@@ -68,13 +63,13 @@ impl Actor for Connections {
                         connection_id,
                         Some(&myself.get_cell()),
                     );
-                    state.open.insert(actor.get_id(), actor.clone());
                 }
                 let _ = reply.send(result);
             }
             ConnectionsMsg::CloseAll { code } => {
-                for connection in state.open.values() {
-                    let _ = connection.cast(ConnectionMsg::Close {
+                // The open connections are this supervisor's children.
+                for connection in myself.get_children() {
+                    let _ = connection.send_message(ConnectionMsg::Close {
                         code,
                         reason: "the node is stopping, reconnect".into(),
                     });
@@ -93,14 +88,12 @@ impl Actor for Connections {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 state.context.directory.remove(&cell);
-                state.open.remove(&cell.get_id());
             }
             SupervisionEvent::ActorFailed(cell, error) => {
-                // A failed Connection leaves its socket without an owner: the
-                // read loop notices the actor is gone and closes it with 1011.
+                // A failed Connection drops its outbox without closing it: the
+                // write loop then closes the socket with 1011.
                 tracing::error!(actor = %cell.get_id(), %error, "a connection actor failed");
                 state.context.directory.remove(&cell);
-                state.open.remove(&cell.get_id());
             }
             _ => {}
         }
