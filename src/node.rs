@@ -56,15 +56,14 @@ impl Node {
             ),
         };
         let providers = default_providers(&settings)?;
-        Node::start_with(settings, engine, move |_| providers).await
+        Node::start_with(settings, engine, providers).await
     }
 
-    /// Starts a node on the given engine, with the providers `providers` builds
-    /// from the settings.
+    /// Starts a node on the given engine and models.
     pub async fn start_with(
         settings: Settings,
         engine: Arc<dyn Engine>,
-        providers: impl FnOnce(&Settings) -> Providers,
+        providers: Providers,
     ) -> anyhow::Result<Node> {
         let node_id = settings.node_id.clone().unwrap_or_else(random_node_id);
         let auth_secret = settings.auth_secret.clone().unwrap_or_else(|| {
@@ -78,7 +77,7 @@ impl Node {
         });
         let context = Arc::new(NodeContext {
             node_id: node_id.clone(),
-            providers: providers(&settings),
+            providers,
             engine,
             directory: ActorDirectory::default(),
             settings: settings.clone(),
