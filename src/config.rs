@@ -21,6 +21,17 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// The durable store of conversations: `postgres://…` or `sqlite://PATH`.
+    /// Unset, a node without `REDIS_URL` keeps history in SQLite at
+    /// `DATA_DIR/chatstream.db`; a node with `REDIS_URL` runs without one.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Where the embedded node keeps its SQLite database and its generated
+    /// secrets (created if missing).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: std::path::PathBuf,
+
     /// HMAC secret of guest tokens; every node of a cluster needs the same one
     /// (random when unset, which only works for a single node).
     #[arg(long, env = "AUTH_SECRET", hide_env_values = true)]

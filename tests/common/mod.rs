@@ -33,6 +33,10 @@ pub fn test_settings() -> Settings {
     let mut settings = Settings::defaults();
     settings.bind = "127.0.0.1:0".into();
     settings.redis_url = None;
+    // Every test node keeps its durable store in a directory of its own.
+    settings.data_dir = std::env::temp_dir()
+        .join("chatstream-tests")
+        .join(Uuid::new_v4().simple().to_string());
     settings.auth_secret = Some(AUTH_SECRET.into());
     settings.admin_token = Some(ADMIN_TOKEN.into());
     settings.demo_token_delay_ms = 4;
