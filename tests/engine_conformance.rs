@@ -83,6 +83,7 @@ conformance!(
     listings_are_per_owner_newest_first,
     node_announcements_are_listed,
     leases_fence_writers_and_lapsed_ones_are_adopted,
+    a_message_is_read_whole_with_its_position,
 );
 
 /// Builds a fresh engine keeping `history` entries per conversation.
@@ -712,4 +713,41 @@ async fn leases_fence_writers_and_lapsed_ones_are_adopted(make: impl MakeSubject
         engine.snapshot(id).await.unwrap().messages[1].content,
         "mine theirs"
     );
+}
+
+async fn a_message_is_read_whole_with_its_position(make: impl MakeSubject) {
+    let subject = make.make(100).await;
+    let engine = subject.engine.as_ref();
+    let user = Uuid::new_v4();
+    let first = new_turn(engine, user, "first").await;
+    let id = first.ack.conversation_id;
+    let reply = first.ack.assistant_message_id;
+    engine
+        .append_text(id, reply, 0, "Xin chào".into(), NODE)
+        .await
+        .unwrap();
+    let (position, message) = engine.message_at(id, reply).await.unwrap().unwrap();
+    assert_eq!(position, 1);
+    assert_eq!(message.content, "Xin chào");
+    assert_eq!(message.status, MessageStatus::Streaming);
+    engine.end_reply(id, done(reply), NODE).await.unwrap();
+    let second = engine
+        .start_turn(turn(user, Some(id), "second"))
+        .await
+        .unwrap();
+    let (position, message) = engine
+        .message_at(id, second.ack.user_message_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(position, 2);
+    assert_eq!((message.role, message.content.as_str()), (Role::User, "second"));
+    let (_, ended) = engine.message_at(id, reply).await.unwrap().unwrap();
+    assert_eq!(ended.status, MessageStatus::Complete);
+    assert_eq!(ended.content, "Xin chào");
+    assert!(engine.message_at(id, Uuid::new_v4()).await.unwrap().is_none());
+    assert!(matches!(
+        engine.message_at(Uuid::new_v4(), reply).await,
+        Err(EngineError::NotFound)
+    ));
 }

@@ -17,7 +17,7 @@ use super::{
     Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
     MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
 };
-use crate::protocol::{Event, LogEntry, MessageStatus, TurnAck, unix_millis};
+use crate::protocol::{Event, LogEntry, Message, MessageStatus, TurnAck, unix_millis};
 use crate::transcript::Transcript;
 
 /// The memory engine. Cheap to clone handles are not needed: it is shared as
@@ -442,6 +442,25 @@ impl Engine for MemoryEngine {
                 role: m.role,
                 status: m.status,
             }))
+    }
+
+    async fn message_at(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+    ) -> EngineResult<Option<(u64, Message)>> {
+        let state = self.lock();
+        let conversation = state
+            .conversations
+            .get(&conversation_id)
+            .ok_or(EngineError::NotFound)?;
+        Ok(conversation
+            .transcript
+            .messages()
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.id == message_id)
+            .map(|(position, m)| (position as u64, m.clone())))
     }
 
     async fn watch(&self, conversation_id: Uuid) -> EngineResult<()> {

@@ -269,6 +269,16 @@ pub trait Engine: Send + Sync + 'static {
 
     async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>>;
 
+    /// One message of a conversation, whole (its text so far, for a reply
+    /// still streaming), with its position among the conversation's
+    /// messages (0 for the first). `None` when the conversation has no such
+    /// message; `NotFound` when the conversation does not exist.
+    async fn message_at(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+    ) -> EngineResult<Option<(u64, Message)>>;
+
     /// Starts delivering this conversation's published events to the bus.
     async fn watch(&self, conversation_id: Uuid) -> EngineResult<()>;
 

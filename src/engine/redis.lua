@@ -305,6 +305,19 @@ if op == 'rebuild' then
   return {epoch, 'rebuilt'}
 end
 
+if op == 'message' then
+  -- message id: its position, message JSON without content, and content.
+  local id = ARGV[6]
+  local stored = redis.call('HGET', msgs, id)
+  if not stored then
+    if redis.call('EXISTS', meta) == 0 then
+      return fail('NOTFOUND', 'conversation not found')
+    end
+    return {}
+  end
+  return {tostring(redis.call('LPOS', order, id)), stored, redis.call('GET', text_key(id)) or ''}
+end
+
 if op == 'holder' then
   -- message id: the node generating it, or ''.
   return {redis.call('GET', lease_key(ARGV[6])) or ''}

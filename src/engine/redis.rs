@@ -740,6 +740,22 @@ impl Engine for RedisEngine {
         Ok(epoch.as_str().into())
     }
 
+    async fn message_at(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+    ) -> EngineResult<Option<(u64, Message)>> {
+        let result = self
+            .run(conversation_id, "message", &[&message_id.to_string()])
+            .await?;
+        let [position, stored, content] = result.as_slice() else {
+            return Ok(None);
+        };
+        let mut message: Message = serde_json::from_str(stored).map_err(internal)?;
+        message.content = content.clone();
+        Ok(Some((position.parse().map_err(internal)?, message)))
+    }
+
     async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>> {
         let mut connection = self.connection.clone();
         let conversation: Option<String> = connection
