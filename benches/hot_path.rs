@@ -221,6 +221,7 @@ async fn actor_pipeline(
             Arc::new(DemoProvider::new(Duration::from_millis(delay_ms), TOKENS)),
         ),
         directory: ActorDirectory::default(),
+        persistence: None,
     });
     let (root, _) = Actor::spawn(None, NodeSupervisor, context.clone())
         .await

@@ -61,7 +61,7 @@ wait_ready() {
 # start DELAY COALESCE: sets URL, PIDS (whose CPU is counted) and STOP.
 start() {
   local env=(DEMO_TOKEN_DELAY_MS="$1" DEMO_REPLY_TOKENS=120 COALESCE_MS="$2"
-    FRAMES_PER_SECOND=1000 AUTH_SECRET=bench-secret ADMIN_TOKEN=bench-admin RUST_LOG=warn)
+    FRAMES_PER_SECOND=1000 DATA_DIR="$(mktemp -d)" AUTH_SECRET=bench-secret-of-at-least-thirty-two-bytes ADMIN_TOKEN=bench-admin-token-of-at-least-32-bytes RUST_LOG=warn)
   case "$setup" in
     mem | redis)
       local port redis_pid=""

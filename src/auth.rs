@@ -13,6 +13,10 @@ struct Claims {
     sub: Uuid,
     exp: i64,
     iat: i64,
+    /// Makes every token distinct, also two issued for one user in the same
+    /// second (a renewal right after sign-in). Older tokens have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<Uuid>,
 }
 
 /// A freshly issued guest identity.
@@ -43,16 +47,24 @@ impl Auth {
         }
     }
 
+    /// A token for a new guest.
     pub fn issue_guest(&self) -> GuestToken {
+        self.issue_for(Uuid::new_v4())
+    }
+
+    /// A new token for `user_id`, valid for the full lifetime from now: what
+    /// `POST /api/auth/refresh` answers. Tokens issued before stay valid
+    /// until they expire.
+    pub fn issue_for(&self, user_id: Uuid) -> GuestToken {
         let now = Utc::now();
         // Whole seconds, so that `expires_at` is exactly the instant of `exp`.
         let expires_at =
             DateTime::from_timestamp((now + self.ttl).timestamp(), 0).expect("in range");
-        let user_id = Uuid::new_v4();
         let claims = Claims {
             sub: user_id,
             exp: expires_at.timestamp(),
             iat: now.timestamp(),
+            jti: Some(Uuid::new_v4()),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing with a byte key cannot fail");
@@ -63,11 +75,19 @@ impl Auth {
         }
     }
 
-    /// The user a token names, if it is valid and unexpired.
+    /// The user a token names, if it is valid and unexpired. The refusal is
+    /// a sentence for people; the library's reason goes to the log.
     pub fn verify(&self, token: &str) -> Result<Uuid, ApiError> {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims.sub)
-            .map_err(|e| ApiError::new(ErrorCode::Unauthorized, format!("invalid token: {e}")))
+            .map_err(|e| {
+                tracing::debug!(error = %e, "token refused");
+                let message = match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                    _ => "the token is not valid",
+                };
+                ApiError::new(ErrorCode::Unauthorized, message)
+            })
     }
 }
 
@@ -102,6 +122,7 @@ mod tests {
             sub: Uuid::new_v4(),
             exp: Utc::now().timestamp() - 10,
             iat: 0,
+            jti: None,
         };
         let token = jsonwebtoken::encode(&Header::default(), &expired, &key).unwrap();
         assert_eq!(
@@ -124,5 +145,65 @@ mod tests {
             auth.verify(&token).unwrap_err().code,
             ErrorCode::Unauthorized
         );
+    }
+    #[test]
+    fn refusals_are_sentences_for_people() {
+        let auth = Auth::new(b"secret-one", std::time::Duration::from_secs(60));
+        let other = Auth::new(b"secret-two", std::time::Duration::from_secs(60));
+        let error = other.verify(&auth.issue_guest().token).unwrap_err();
+        assert_eq!(error.message, "the token is not valid");
+        let key = EncodingKey::from_secret(b"secret-one");
+        let expired = Claims {
+            sub: Uuid::new_v4(),
+            exp: Utc::now().timestamp() - 10,
+            iat: 0,
+            jti: None,
+        };
+        let token = jsonwebtoken::encode(&Header::default(), &expired, &key).unwrap();
+        assert_eq!(
+            auth.verify(&token).unwrap_err().message,
+            "the token has expired"
+        );
+    }
+
+    #[test]
+    fn a_renewal_is_a_new_token_for_the_same_user() {
+        let auth = Auth::new(b"secret", std::time::Duration::from_secs(3600));
+        let guest = auth.issue_guest();
+        let renewed = auth.issue_for(guest.user_id);
+        assert_eq!(renewed.user_id, guest.user_id);
+        assert_ne!(
+            renewed.token, guest.token,
+            "distinct even within one second"
+        );
+        assert!(renewed.expires_at >= guest.expires_at);
+        assert_eq!(auth.verify(&renewed.token).unwrap(), guest.user_id);
+        assert_eq!(
+            auth.verify(&guest.token).unwrap(),
+            guest.user_id,
+            "the old one stays valid"
+        );
+    }
+
+    #[test]
+    fn accepts_tokens_issued_before_tokens_had_an_id() {
+        let secret = b"secret";
+        let auth = Auth::new(secret, std::time::Duration::from_secs(60));
+        #[derive(Serialize)]
+        struct Old {
+            sub: Uuid,
+            exp: i64,
+            iat: i64,
+        }
+        let user = Uuid::new_v4();
+        let old = Old {
+            sub: user,
+            exp: Utc::now().timestamp() + 60,
+            iat: Utc::now().timestamp(),
+        };
+        let token =
+            jsonwebtoken::encode(&Header::default(), &old, &EncodingKey::from_secret(secret))
+                .unwrap();
+        assert_eq!(auth.verify(&token).unwrap(), user);
     }
 }

@@ -13,7 +13,8 @@
 //! - [`actors`]: the supervision tree of a node (registry, connections,
 //!   conversations, generations).
 //! - [`http`]: actix-web routes, the WebSocket endpoint, admin endpoints.
-//! - [`node`]: assembles and runs one node; [`config`] its settings.
+//! - [`node`]: assembles and runs one node; [`config`] its settings;
+//!   [`secrets`] its `AUTH_SECRET` and `ADMIN_TOKEN`, checked or generated.
 //! - [`loadgen`]: `chatstream load`, a load generator for a running node.
 //!
 //! Imports point down that list's reverse: `http` → `actors` → `engine`,
@@ -29,4 +30,6 @@ pub mod loadgen;
 pub mod node;
 pub mod protocol;
 pub mod providers;
+pub mod secrets;
+pub mod store;
 pub mod transcript;

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -17,15 +17,19 @@ use crate::actors::chat::Chat;
 use crate::actors::connections::ConnectionsMsg;
 use crate::actors::directory::ActorDirectory;
 use crate::actors::generations::GenerationsMsg;
+use crate::actors::persister::{Persistence, PersisterMsg};
 use crate::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
 use crate::auth::Auth;
 use crate::config::Settings;
+use crate::engine::durable::DurableEngine;
 use crate::engine::{Engine, MemoryEngine, RedisEngine};
 use crate::http::{self, AppState};
 use crate::providers::Providers;
 
 /// How long a stopping node waits for its generations to hand over.
 const HANDOFF_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a stopping node waits for its last changes to reach the store.
+const PERSIST_DEADLINE: Duration = Duration::from_secs(3);
 /// How long a stopping node waits for its connections to close.
 const SERVER_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -56,31 +60,52 @@ impl Node {
             ),
         };
         let providers = default_providers(&settings)?;
-        Node::start_with(settings, engine, providers).await
+        let Some(url) = store_url(&settings) else {
+            tracing::warn!(
+                "DATABASE_URL is not set: running without a durable store; conversations live only in Redis"
+            );
+            return Node::start_with(settings, engine, None, providers).await;
+        };
+        let store = crate::store::connect(&url)
+            .await
+            .with_context(|| format!("opening the durable store at {}", without_password(&url)))?;
+        let (durable, journal) = DurableEngine::new(engine.clone(), store.clone());
+        let durable = Arc::new(durable);
+        let persistence = Arc::new(Persistence {
+            store,
+            engine,
+            journal: Mutex::new(Some(journal)),
+        });
+        let node =
+            Node::start_with(settings, durable.clone(), Some(persistence), providers).await?;
+        match durable.resume_streaming().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(conversations = n, "resuming replies that were streaming"),
+            Err(error) => tracing::warn!(%error, "could not look for replies to resume"),
+        }
+        Ok(node)
     }
 
-    /// Starts a node on the given engine and models.
+    /// Starts a node on the given engine (with its durable store, if any)
+    /// and models.
     pub async fn start_with(
         settings: Settings,
         engine: Arc<dyn Engine>,
+        persistence: Option<Arc<Persistence>>,
         providers: Providers,
     ) -> anyhow::Result<Node> {
         let node_id = settings.node_id.clone().unwrap_or_else(random_node_id);
-        let auth_secret = settings.auth_secret.clone().unwrap_or_else(|| {
-            tracing::warn!("AUTH_SECRET is not set: using a random secret; set the same AUTH_SECRET on every node of a cluster");
-            random_secret()
-        });
-        let admin_token = settings.admin_token.clone().unwrap_or_else(|| {
-            let token = random_secret();
-            tracing::warn!(admin_token = %token, "ADMIN_TOKEN is not set: generated one for /admin");
-            token
-        });
+        let crate::secrets::Secrets {
+            auth_secret,
+            admin_token,
+        } = crate::secrets::Secrets::resolve(&settings)?;
         let context = Arc::new(NodeContext {
             node_id: node_id.clone(),
             providers,
             engine,
             directory: ActorDirectory::default(),
             settings: settings.clone(),
+            persistence,
         });
         let (root, _) = Actor::spawn(None, NodeSupervisor, context.clone())
             .await
@@ -151,6 +176,14 @@ impl Node {
         let _ = actors
             .connections
             .cast(ConnectionsMsg::CloseAll { code: close_code });
+        if let Some(persister) = &actors.persister {
+            let drained = persister
+                .call(PersisterMsg::Drain, Some(PERSIST_DEADLINE))
+                .await;
+            if !matches!(drained, Ok(ractor::rpc::CallResult::Success(true))) {
+                tracing::warn!("stopping before every change reached the durable store");
+            }
+        }
         let _ = tokio::time::timeout(SERVER_DEADLINE, self.server.stop(true)).await;
         self.server_task.abort();
         actors
@@ -178,7 +211,20 @@ pub fn default_providers(settings: &Settings) -> anyhow::Result<Providers> {
     crate::providers::catalog::providers(settings, &|name| std::env::var(name).ok())
 }
 
-/// A Redis URL fit for logs: any credentials are masked.
+/// The durable store a node keeps history in: `DATABASE_URL`, else SQLite in
+/// `DATA_DIR` for the embedded node; none for a Redis node without one.
+fn store_url(settings: &Settings) -> Option<String> {
+    match (&settings.database_url, &settings.redis_url) {
+        (Some(url), _) => Some(url.clone()),
+        (None, None) => Some(format!(
+            "sqlite://{}",
+            settings.data_dir.join("chatstream.db").display()
+        )),
+        (None, Some(_)) => None,
+    }
+}
+
+/// A database or Redis URL fit for logs: any credentials are masked.
 fn without_password(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
@@ -190,12 +236,6 @@ fn without_password(url: &str) -> String {
 
 fn random_node_id() -> String {
     format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..6])
-}
-
-fn random_secret() -> String {
-    use rand::Rng;
-    let bytes: [u8; 24] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The process-wide Prometheus recorder (metrics are global; several nodes in

@@ -406,6 +406,27 @@ pub struct ConversationSummary {
     pub updated_at: DateTime<Utc>,
 }
 
+/// `GET /api/conversations`: one page of the caller's conversations, most
+/// recently updated first; `next` is the cursor of the following page (`null`
+/// on the last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationListing {
+    pub conversations: Vec<ConversationSummary>,
+    pub next: Option<String>,
+}
+
+/// One message found by `GET /api/search`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    pub conversation_id: Uuid,
+    pub conversation_title: Option<String>,
+    pub message_id: Uuid,
+    pub role: Role,
+    /// An extract around the match, the matched words between `[[` and `]]`.
+    pub snippet: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// `GET /api/conversations/{id}`: the whole conversation at one seq.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationDetail {

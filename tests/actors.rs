@@ -81,6 +81,7 @@ impl TestNode {
             engine: Arc::new(MemoryEngine::new(1000)),
             providers,
             directory: ActorDirectory::default(),
+            persistence: None,
         });
         let (root, _) = Actor::spawn(None, NodeSupervisor, context.clone())
             .await

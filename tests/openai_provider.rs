@@ -880,8 +880,11 @@ fn node_settings(upstream: &Upstream, prefill: bool) -> Settings {
     let mut settings = Settings::defaults();
     settings.bind = "127.0.0.1:0".into();
     settings.redis_url = None;
-    settings.auth_secret = Some("test-auth-secret".into());
-    settings.admin_token = Some("test-admin-token".into());
+    settings.data_dir = std::env::temp_dir()
+        .join("chatstream-tests")
+        .join(uuid::Uuid::new_v4().simple().to_string());
+    settings.auth_secret = Some("test-auth-secret-of-at-least-32-bytes".into());
+    settings.admin_token = Some("test-admin-token-of-at-least-32-bytes".into());
     settings.http_workers = 1;
     settings.coalesce_ms = 0;
     settings.default_model = "test-model".into();

@@ -10,6 +10,7 @@ import { Notices } from './components/Notices';
 import { Sidebar } from './components/Sidebar';
 import { useChatClient, useChatState } from './hooks/useChat';
 import { useConversations } from './hooks/useConversations';
+import { useIdentity } from './hooks/useIdentity';
 import { useModels } from './hooks/useModels';
 import { useRoute } from './hooks/useRoute';
 import { useTheme } from './hooks/useTheme';
@@ -19,12 +20,13 @@ export function App() {
   const client = useChatClient();
   const state = useChatState();
   const [route, navigate] = useRoute();
-  const { conversations, loaded, remove } = useConversations(state.listVersion);
+  const { conversations, loaded, remove } = useConversations(state.listVersion, state.removed);
   const { models, model, setModel } = useModels();
   const [theme, setTheme] = useTheme();
   const [draft, setDraft] = useState('');
   const [drawerOpen, setDrawerOpen] = useState(false);
   const [newChatRequest, setNewChatRequest] = useState<string | null>(null);
+  useIdentity();
 
   // Receive the open conversation's events (resumed by the client after any reconnect).
   useEffect(() => {
@@ -99,7 +101,11 @@ export function App() {
           <ModelPicker models={models} value={model} onChange={setModel} />
           <ConnectionIndicator connection={state.connection} onRetry={() => client.retryNow()} />
         </ChatHeader>
-        <Notices notices={state.notices} onDismiss={(id) => client.dismissNotice(id)} />
+        <Notices
+          notices={state.notices}
+          onDismiss={(id) => client.dismissNotice(id)}
+          retrying={route !== null && state.unavailable[route] !== undefined}
+        />
         {loading ? (
           <div className="loading" role="status">
             <span className="spinner" aria-hidden="true" />

@@ -10,8 +10,10 @@ use super::NodeContext;
 use super::generations::{GenerationSpec, GenerationsMsg};
 use crate::engine::{ConversationInfo, Turn, TurnRequest};
 use crate::protocol::{
-    ApiError, ConversationDetail, ConversationSummary, MessageStatus, Role, SendRequest,
+    ApiError, ConversationDetail, ConversationListing, ConversationSummary, ErrorCode,
+    MessageStatus, Role, SearchResult, SendRequest,
 };
+use crate::store::StoreError;
 
 /// A handle on the node for one caller's requests. Cheap to clone.
 #[derive(Clone)]
@@ -46,14 +48,76 @@ impl Chat {
         }
     }
 
-    pub async fn list(&self, user: Uuid) -> Result<Vec<ConversationSummary>, ApiError> {
+    /// One page of the user's conversations, newest first: from the durable
+    /// store when the node has one, else from the engine.
+    pub async fn list(
+        &self,
+        user: Uuid,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<ConversationListing, ApiError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        if let Some(store) = self.context.store() {
+            let page = store
+                .list_conversations(user, limit, before)
+                .await
+                .map_err(store_error)?;
+            return Ok(ConversationListing {
+                conversations: page
+                    .conversations
+                    .into_iter()
+                    .map(|c| ConversationSummary {
+                        id: c.id,
+                        title: c.title,
+                        created_at: c.created_at,
+                        updated_at: c.updated_at,
+                    })
+                    .collect(),
+                next: page.next,
+            });
+        }
         let list = self
             .context
             .engine
             .list_conversations(user)
             .await
             .map_err(|e| e.into_api("conversation"))?;
-        Ok(list.into_iter().map(summary).collect())
+        paged(list.into_iter().map(summary).collect(), limit, before)
+    }
+
+    /// The user's own messages matching `query`, best first.
+    pub async fn search(
+        &self,
+        user: Uuid,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<SearchResult>, ApiError> {
+        let Some(store) = self.context.store() else {
+            return Err(ApiError::unavailable(
+                "search needs a durable store, and this node runs without one",
+            ));
+        };
+        if query.chars().count() > MAX_QUERY_CHARS {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!("a search is at most {MAX_QUERY_CHARS} characters"),
+            ));
+        }
+        let hits = store
+            .search(user, query, limit.clamp(1, MAX_SEARCH_RESULTS))
+            .await
+            .map_err(store_error)?;
+        Ok(hits
+            .into_iter()
+            .map(|hit| SearchResult {
+                conversation_id: hit.conversation_id,
+                conversation_title: hit.conversation_title,
+                message_id: hit.message_id,
+                role: hit.role,
+                snippet: hit.snippet,
+                created_at: hit.created_at,
+            })
+            .collect())
     }
 
     pub async fn create(
@@ -185,6 +249,62 @@ impl Chat {
             let _ = self.generations.cast(GenerationsMsg::Abort { message_id });
         }
         Ok(())
+    }
+}
+
+/// The largest listing page; a larger `limit` is treated as this.
+pub const MAX_PAGE: usize = 200;
+/// The most results one search answers.
+pub const MAX_SEARCH_RESULTS: usize = 50;
+/// The longest search query, in characters.
+const MAX_QUERY_CHARS: usize = 500;
+
+/// A listing page cut from a whole list, for nodes without a store. The
+/// cursor names the last entry shown (its update time and id), so that
+/// conversations updated meanwhile are neither repeated nor skipped by the
+/// order they had.
+fn paged(
+    mut list: Vec<ConversationSummary>,
+    limit: usize,
+    before: Option<&str>,
+) -> Result<ConversationListing, ApiError> {
+    let key = |c: &ConversationSummary| (c.updated_at.timestamp_micros(), c.id);
+    list.sort_by_key(|c| std::cmp::Reverse(key(c)));
+    if let Some(cursor) = before {
+        let after = parse_cursor(cursor).ok_or_else(|| ApiError::bad_request("invalid cursor"))?;
+        list.retain(|c| key(c) < after);
+    }
+    let more = list.len() > limit;
+    list.truncate(limit);
+    let next = more
+        .then(|| {
+            list.last()
+                .map(|c| format!("{}_{}", c.updated_at.timestamp_micros(), c.id))
+        })
+        .flatten();
+    Ok(ConversationListing {
+        conversations: list,
+        next,
+    })
+}
+
+fn parse_cursor(cursor: &str) -> Option<(i64, Uuid)> {
+    let (micros, id) = cursor.split_once('_')?;
+    Some((micros.parse().ok()?, id.parse().ok()?))
+}
+
+/// The contract's error for a store failure; the detail goes to the log.
+fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::InvalidCursor => ApiError::bad_request("invalid cursor"),
+        StoreError::Unavailable(detail) => {
+            tracing::warn!(%detail, "the durable store is unavailable");
+            ApiError::unavailable("history is temporarily unavailable; retry")
+        }
+        StoreError::Internal(detail) => {
+            tracing::error!(%detail, "the durable store failed");
+            ApiError::internal("history could not be read")
+        }
     }
 }
 

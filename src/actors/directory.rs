@@ -22,6 +22,8 @@ pub enum ActorKind {
     Generation,
     /// Adopts replies whose node stopped (one per node).
     Failover,
+    /// Writes conversations to the durable store (one per node that has one).
+    Persister,
 }
 
 /// One live actor.

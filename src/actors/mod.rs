@@ -9,7 +9,8 @@
 //! │   └── Conversation{id}           conversations/conversation.rs
 //! ├── Generations                    generations/mod.rs
 //! │   └── Generation{message_id}     generations/generation.rs
-//! └── Failover                       failover.rs
+//! ├── Failover                       failover.rs
+//! └── Persister                      persister.rs (with a durable store)
 //! ```
 //!
 //! Actors are spawned only by their supervisors, on the main runtime. The
@@ -21,6 +22,7 @@ pub mod conversations;
 pub mod directory;
 pub mod failover;
 pub mod generations;
+pub mod persister;
 pub mod registry;
 pub mod supervisor;
 
@@ -29,7 +31,9 @@ use std::sync::Arc;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::providers::Providers;
+use crate::store::Store;
 use directory::ActorDirectory;
+use persister::Persistence;
 
 /// What every actor of a node shares.
 pub struct NodeContext {
@@ -38,6 +42,15 @@ pub struct NodeContext {
     pub engine: Arc<dyn Engine>,
     pub providers: Providers,
     pub directory: ActorDirectory,
+    /// The durable store and its persister's journal, when the node has one.
+    pub persistence: Option<Arc<Persistence>>,
+}
+
+impl NodeContext {
+    /// The durable store, when the node has one.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.persistence.as_ref().map(|p| &p.store)
+    }
 }
 
 /// A frame serialized once and shared by every socket it goes to.

@@ -15,6 +15,7 @@ use super::conversations::{Conversations, ConversationsArgs, ConversationsMsg};
 use super::directory::ActorKind;
 use super::failover::{Failover, FailoverArgs};
 use super::generations::{Generations, GenerationsMsg};
+use super::persister::{Persister, PersisterMsg};
 use super::registry::{Registry, RegistryArgs, RegistryMsg};
 
 /// The addresses of the node's long-lived actors.
@@ -25,6 +26,8 @@ pub struct NodeActors {
     pub connections: ActorRef<ConnectionsMsg>,
     pub conversations: ActorRef<ConversationsMsg>,
     pub generations: ActorRef<GenerationsMsg>,
+    /// Present when the node has a durable store.
+    pub persister: Option<ActorRef<PersisterMsg>>,
 }
 
 pub enum NodeMsg {
@@ -87,6 +90,21 @@ impl Actor for NodeSupervisor {
             Some(&root),
         );
 
+        let persister = match &context.persistence {
+            Some(persistence) => {
+                let (persister, _) =
+                    Actor::spawn_linked(None, Persister, persistence.clone(), root.clone()).await?;
+                directory.add(
+                    &persister.get_cell(),
+                    ActorKind::Persister,
+                    "persister",
+                    Some(&root),
+                );
+                Some(persister)
+            }
+            None => None,
+        };
+
         let conversations_args = ConversationsArgs {
             context: context.clone(),
             registry: registry.clone(),
@@ -116,6 +134,7 @@ impl Actor for NodeSupervisor {
                 connections,
                 conversations,
                 generations,
+                persister,
             },
             context,
         })

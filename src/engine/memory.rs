@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::Utc;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -113,7 +112,7 @@ impl MemoryEngine {
             }
             _ => {}
         }
-        let now = Utc::now();
+        let now = super::now();
         conversation.seq += 1;
         conversation.info.updated_at = now;
         let entry = Arc::new(LogEntry {
@@ -150,7 +149,7 @@ impl State {
 }
 
 fn new_conversation(owner: Uuid, title: Option<String>) -> Conversation {
-    let now = Utc::now();
+    let now = super::now();
     Conversation {
         info: ConversationInfo {
             id: Uuid::new_v4(),

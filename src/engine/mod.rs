@@ -6,6 +6,7 @@
 //! runs. The conformance suite in `tests/engine_conformance.rs` holds both to
 //! the same behaviour.
 
+pub mod durable;
 pub mod memory;
 pub mod redis;
 
@@ -84,7 +85,7 @@ impl TurnRequest {
     /// The two messages a turn appends: the user's, complete, and the
     /// assistant's reply, streaming and empty.
     pub fn messages(&self, conversation_id: Uuid) -> (Message, Message) {
-        let now = Utc::now();
+        let now = now();
         let user = Message {
             id: Uuid::new_v4(),
             conversation_id,
@@ -341,6 +342,13 @@ pub trait Engine: Send + Sync + 'static {
 /// longest a reply waits before another node takes it over after its node
 /// died. Generations renew it three times within this.
 pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The current time to the microsecond: the precision every store keeps, so
+/// that a time reads back exactly as it was written.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
 
 /// A new epoch name: opaque, and different for every life of a log.
 pub fn new_epoch() -> String {

@@ -27,19 +27,41 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let engine = &state.context.engine;
-    let up = matches!(
-        tokio::time::timeout(READINESS_TIMEOUT, engine.ping()).await,
-        Ok(Ok(()))
-    );
-    // Readiness follows the dependencies alone, as the contract says; a
-    // stopping node reports `draining` for balancers that read the body.
+    let engine_up = async {
+        matches!(
+            tokio::time::timeout(READINESS_TIMEOUT, engine.ping()).await,
+            Ok(Ok(()))
+        )
+    };
+    let store_up = async {
+        match state.context.store() {
+            Some(store) => Some(matches!(
+                tokio::time::timeout(READINESS_TIMEOUT, store.ping()).await,
+                Ok(Ok(()))
+            )),
+            None => None,
+        }
+    };
+    let (engine_up, store_up) = tokio::join!(engine_up, store_up);
+    let state_name = |up: bool| if up { "up" } else { "down" };
+    // The durable store is reported but readiness does not follow it: a
+    // store outage must not stop streaming (the persister catches up when it
+    // returns), and every node shares it, so a 503 would empty the balancer.
+    let store = match (state.context.store(), store_up) {
+        (Some(store), Some(up)) => json!({ store.name(): state_name(up) }),
+        _ => json!({}),
+    };
+    // A stopping node answers 503 from the moment it starts draining, so
+    // that balancers stop sending it new connections.
     let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = engine_up && !draining;
     let body = json!({
-        "ready": up,
+        "ready": ready,
         "draining": draining,
-        "dependencies": { engine.name(): if up { "up" } else { "down" } },
+        "dependencies": { engine.name(): state_name(engine_up) },
+        "store": store,
     });
-    if up {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

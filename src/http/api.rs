@@ -13,6 +13,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     let resource = |path| web::resource(path).default_service(web::to(super::not_found));
     config
         .service(resource("/api/auth/guest").route(web::post().to(guest)))
+        .service(resource("/api/auth/refresh").route(web::post().to(refresh)))
         .service(
             resource("/api/conversations")
                 .route(web::get().to(list))
@@ -25,7 +26,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .service(resource("/api/chat").route(web::post().to(chat)))
         .service(resource("/api/cancel").route(web::post().to(cancel)))
-        .service(resource("/api/models").route(web::get().to(models)));
+        .service(resource("/api/models").route(web::get().to(models)))
+        .service(resource("/api/search").route(web::get().to(search)));
 }
 
 type Answer = Result<HttpResponse, HttpError>;
@@ -34,9 +36,55 @@ async fn guest(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.auth.issue_guest())
 }
 
-async fn list(state: web::Data<AppState>, User(user): User) -> Answer {
-    let conversations = state.chat.list(user).await?;
-    Ok(HttpResponse::Ok().json(json!({ "conversations": conversations })))
+/// A new token for the caller, who must hold a valid, unexpired one (else
+/// 401 from `User`); the old token stays valid until it expires.
+async fn refresh(state: web::Data<AppState>, User(user): User) -> HttpResponse {
+    HttpResponse::Ok().json(state.auth.issue_for(user))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    User(user): User,
+    query: Result<web::Query<ListQuery>, actix_web::Error>,
+) -> Answer {
+    let query = query.map_err(|_| {
+        ApiError::bad_request("limit must be a positive number and before a cursor from `next`")
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    let listing = state
+        .chat
+        .list(user, limit, query.before.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(listing))
+}
+
+/// Conversations per listing page unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 50;
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    limit: Option<usize>,
+}
+
+async fn search(
+    state: web::Data<AppState>,
+    User(user): User,
+    query: Result<web::Query<SearchQuery>, actix_web::Error>,
+) -> Answer {
+    let query = query.map_err(|_| ApiError::bad_request("q is the text to search for"))?;
+    let results = state
+        .chat
+        .search(user, &query.q, query.limit.unwrap_or(20))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }
 
 #[derive(Deserialize)]

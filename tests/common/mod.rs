@@ -5,7 +5,10 @@
 #![allow(dead_code)]
 
 pub mod local_cluster;
+pub mod node_process;
+pub mod postgres;
 pub mod redis_server;
+pub mod tcp_proxy;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -25,8 +28,8 @@ use uuid::Uuid;
 
 /// How long any single wait in a test may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(15);
-pub const ADMIN_TOKEN: &str = "test-admin-token";
-pub const AUTH_SECRET: &str = "test-auth-secret";
+pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-bytes";
+pub const AUTH_SECRET: &str = "test-auth-secret-of-at-least-32-bytes";
 
 /// Settings for a fast test node on a free port.
 pub fn test_settings() -> Settings {

@@ -1,5 +1,6 @@
-// The node's JSON routes. Every call carries the guest token and renews it
-// once on 401.
+// The node's JSON routes. Every call carries the guest token; on 401 it
+// retries once, after `dropToken` had the token renewed (or, if the server
+// refuses to renew it, replaced by a new guest identity, which the UI reports).
 
 import { dropToken, getToken } from './auth';
 

@@ -1,34 +1,57 @@
-import { useCallback, useEffect, useRef, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { ApiError, deleteConversation, listConversations, type ConversationSummary } from '../api/http';
+import { backoffDelay } from '../protocol/backoff';
 import { useChatClient } from './useChat';
 
 /** Wait this long after a change before refetching, so a burst of events costs one request. */
 const REFRESH_DELAY_MS = 250;
+/** A failed fetch (server unavailable, offline) is retried after 1 s, doubling up to 30 s. */
+const RETRY_BASE_MS = 1000;
+const RETRY_CAP_MS = 30_000;
+
+/** The list without the conversations known to be gone (deleted, or `not_found` when opened). */
+export function withoutRemoved(
+  list: readonly ConversationSummary[],
+  removed: readonly string[],
+): ConversationSummary[] {
+  if (removed.length === 0) return [...list];
+  const gone = new Set(removed);
+  return list.filter((c) => !gone.has(c.id));
+}
 
 /**
  * The user's conversations, most recently updated first. Refetched when the
  * protocol client says the list may have changed and when the tab regains
  * focus (another tab may have created or deleted some).
  */
-export function useConversations(listVersion: number) {
+export function useConversations(listVersion: number, removed: readonly string[] = []) {
   const client = useChatClient();
-  const [conversations, setConversations] = useState<ConversationSummary[]>([]);
+  const [fetched, setConversations] = useState<ConversationSummary[]>([]);
   const [loaded, setLoaded] = useState(false);
   const latest = useRef(0);
+  const failures = useRef(0);
+  const retryTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
 
   const refresh = useCallback(async () => {
     const request = ++latest.current;
+    clearTimeout(retryTimer.current);
     try {
       const list = await listConversations();
       // An older request finishing late must not overwrite a newer answer.
       if (request !== latest.current) return;
+      failures.current = 0;
       setConversations(list);
       setLoaded(true);
     } catch {
-      // Offline or the node is restarting: the connection indicator says so,
-      // and the next reconnect bumps listVersion, which retries.
+      // Offline, the node restarting or the store recovering (`unavailable`):
+      // keep what is shown and ask again with backoff.
+      if (request !== latest.current) return;
+      const delay = backoffDelay(failures.current++, Math.random, RETRY_BASE_MS, RETRY_CAP_MS);
+      retryTimer.current = setTimeout(() => void refresh(), delay);
     }
   }, []);
+
+  useEffect(() => () => clearTimeout(retryTimer.current), []);
 
   useEffect(() => {
     const timer = setTimeout(() => void refresh(), listVersion === 0 ? 0 : REFRESH_DELAY_MS);
@@ -46,17 +69,20 @@ export function useConversations(listVersion: number) {
       setConversations((list) => list.filter((c) => c.id !== id));
       try {
         await deleteConversation(id);
+        client.forget(id);
       } catch (error) {
-        // Already gone is what we wanted.
-        if (!(error instanceof ApiError && error.code === 'not_found')) {
-          client.notify(error instanceof ApiError ? error.code : 'network', (error as Error).message);
-        }
+        // Already gone is what we wanted; anything else leaves it in place
+        // (the refresh below shows it again).
+        if (error instanceof ApiError && error.code === 'not_found') client.forget(id);
+        else client.notify('delete_failed', (error as Error).message);
       }
-      client.forget(id);
       void refresh();
     },
     [client, refresh],
   );
+
+  // A conversation found gone leaves the list at once, before the next fetch.
+  const conversations = useMemo(() => withoutRemoved(fetched, removed), [fetched, removed]);
 
   return { conversations, loaded, remove };
 }

@@ -224,4 +224,67 @@ describe('ChatClient', () => {
     );
     expect(client.getState().conversations[CONV]).toBeUndefined();
   });
+  it('drops a conversation that no longer exists, and says so', async () => {
+    client.follow(CONV);
+    client.start();
+    const socket = await connect();
+    const [sub] = socket.ofType('subscribe');
+    socket.receive({ type: 'error', id: sub!.id, code: 'not_found', message: 'conversation not found' });
+    const state = client.getState();
+    expect(state.conversations[CONV]).toBeUndefined();
+    expect(state.removed).toContain(CONV);
+    expect(state.notices).toMatchObject([{ code: 'not_found' }]);
+    expect(dropToken).not.toHaveBeenCalled();
+  });
+
+  it('keeps a conversation the server cannot serve for now, and asks again with backoff', async () => {
+    client.follow(CONV);
+    client.start();
+    const socket = await connect();
+    const refuse = () => {
+      const sub = socket.ofType('subscribe').at(-1)!;
+      socket.receive({ type: 'error', id: sub.id, code: 'unavailable', message: 'store recovering' });
+    };
+    refuse();
+    expect(client.getState().conversations[CONV]).toBeDefined();
+    expect(client.getState().removed).toEqual([]);
+    expect(client.getState().unavailable[CONV]).toBeGreaterThan(0);
+    expect(client.getState().notices).toEqual([]); // the open conversation shows it instead
+
+    // With random 0.5: 750 ms, then 1500 ms, then 3000 ms.
+    await vi.advanceTimersByTimeAsync(749);
+    expect(socket.ofType('subscribe')).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(socket.ofType('subscribe')).toHaveLength(2);
+    refuse();
+    await vi.advanceTimersByTimeAsync(1499);
+    expect(socket.ofType('subscribe')).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(socket.ofType('subscribe')).toHaveLength(3);
+    refuse();
+    await vi.advanceTimersByTimeAsync(3000);
+    const last = socket.ofType('subscribe');
+    expect(last).toHaveLength(4);
+
+    socket.receive(
+      { type: 'subscribed', id: last.at(-1)!.id, conversation_id: CONV, epoch: 'e2', seq: 0, recovered: false },
+      snapshot(0, [], 'e2'),
+    );
+    expect(client.getState().unavailable).toEqual({});
+    // Served again: no more retries.
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(socket.ofType('subscribe')).toHaveLength(4);
+  });
+
+  it('stops retrying a conversation the UI closed', async () => {
+    client.follow(CONV);
+    client.start();
+    const socket = await connect();
+    const [sub] = socket.ofType('subscribe');
+    socket.receive({ type: 'error', id: sub!.id, code: 'unavailable', message: 'later' });
+    client.unfollow(CONV);
+    expect(client.getState().unavailable).toEqual({});
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(socket.ofType('subscribe')).toHaveLength(1);
+  });
 });

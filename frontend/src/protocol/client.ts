@@ -60,6 +60,11 @@ export interface ClientState {
   notices: readonly Notice[];
   /** Conversations dropped because they were deleted or are not ours. */
   removed: readonly string[];
+  /**
+   * Conversations the server could not serve for now (`unavailable` and the
+   * like): conversation → when the client asks again. Never dropped for it.
+   */
+  unavailable: Readonly<Record<string, number>>;
   /** Grows whenever the server's list of conversations may have changed. */
   listVersion: number;
 }
@@ -90,8 +95,10 @@ type CancelFrame = Extract<ClientFrame, { type: 'cancel' }>;
 const OPEN = 1;
 /** Close code for a link that went silent; browsers allow 4000–4999 from clients. */
 const CLOSE_SILENT = 4000;
-/** Wait before subscribing again after the server answered `unavailable`. */
-const RESUBSCRIBE_RETRY_MS = 1000;
+/** First wait before subscribing again after the server answered `unavailable`; doubles… */
+const RESUBSCRIBE_BASE_MS = 1000;
+/** …up to this. */
+const RESUBSCRIBE_CAP_MS = 30_000;
 
 const initialState = (): ClientState => ({
   connection: { status: 'connecting' },
@@ -102,6 +109,7 @@ const initialState = (): ClientState => ({
   created: {},
   notices: [],
   removed: [],
+  unavailable: {},
   listVersion: 0,
 });
 
@@ -125,6 +133,10 @@ export class ChatClient {
   private readonly subscribeRequests = new Map<string, string>();
   /** Sends and cancels not answered yet, replayed in order after a reconnect. */
   private readonly outbox = new Map<string, SendFrame | CancelFrame>();
+  /** Conversation → subscribes refused in a row as unavailable, for the backoff. */
+  private readonly refusals = new Map<string, number>();
+  /** Conversation → its pending subscribe retry. */
+  private readonly retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
 
   constructor(private readonly options: ClientOptions) {}
 
@@ -147,6 +159,8 @@ export class ChatClient {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
+    for (const timer of this.retryTimers.values()) clearTimeout(timer);
+    this.retryTimers.clear();
     this.dropSocket()?.close(1000, 'client stopped');
   }
 
@@ -179,6 +193,7 @@ export class ChatClient {
   /** Stop receiving a conversation; what we hold stays, to resume from later. */
   unfollow(conversationId: string): void {
     if (!this.followed.delete(conversationId)) return;
+    this.stopRetrying(conversationId);
     this.transmit({ type: 'unsubscribe', id: uuid(), conversation_id: conversationId });
   }
 
@@ -260,8 +275,11 @@ export class ChatClient {
     this.socket = null;
     this.ready = false;
     clearInterval(this.heartbeatTimer);
-    // Subscriptions die with the socket; their answers will never come.
+    // Subscriptions die with the socket; their answers will never come, and
+    // the next welcome subscribes everything followed anyway.
     this.subscribeRequests.clear();
+    for (const timer of this.retryTimers.values()) clearTimeout(timer);
+    this.retryTimers.clear();
     if (socket) {
       socket.onmessage = null;
       socket.onclose = null;
@@ -317,6 +335,7 @@ export class ChatClient {
         return this.onWelcome(frame);
       case 'subscribed':
         if (frame.id) this.subscribeRequests.delete(frame.id);
+        this.stopRetrying(frame.conversation_id);
         return this.setConversation(frame.conversation_id, applySubscribed(this.conversation(frame.conversation_id), frame));
       case 'snapshot':
         this.setConversation(frame.conversation_id, applySnapshot(frame));
@@ -349,9 +368,10 @@ export class ChatClient {
 
   private onWelcome(frame: WelcomeFrame): void {
     if (this.state.userId && this.state.userId !== frame.user_id) {
-      // A renewed guest token is a new user: nothing we hold is theirs.
+      // A new guest identity (the old token could not be renewed): nothing we hold is theirs.
       this.followed.clear();
       this.outbox.clear();
+      this.refusals.clear();
       this.state = { ...initialState(), notices: this.state.notices };
     }
     this.ready = true;
@@ -413,20 +433,46 @@ export class ChatClient {
     const subscribed = frame.id ? this.subscribeRequests.get(frame.id) : undefined;
     if (frame.id && subscribed) {
       this.subscribeRequests.delete(frame.id);
-      this.onSubscribeRefused(subscribed, frame.code);
+      // A conversation asked for again later shows that in `unavailable`, not as a notice.
+      if (this.onSubscribeRefused(subscribed, frame.code) === 'retrying') return;
     }
     this.update({ notices: [...this.state.notices, notice] });
   }
 
-  private onSubscribeRefused(conversationId: string, code: ErrorCode): void {
+  private onSubscribeRefused(conversationId: string, code: ErrorCode): 'dropped' | 'retrying' | 'kept' {
     if (code === 'not_found' || code === 'forbidden') {
       this.forget(conversationId);
       this.update({ listVersion: this.state.listVersion + 1 });
-    } else if (code === 'unavailable' || code === 'rate_limited' || code === 'internal') {
-      // A log being rebuilt answers `unavailable` for a while: ask again.
-      setTimeout(() => {
-        if (this.ready && this.followed.has(conversationId)) this.subscribe(conversationId);
-      }, RESUBSCRIBE_RETRY_MS);
+      return 'dropped';
+    }
+    if (code === 'unavailable' || code === 'rate_limited' || code === 'internal') {
+      // A log being rebuilt answers `unavailable` for a while: keep it, and
+      // ask again with backoff.
+      const refusals = this.refusals.get(conversationId) ?? 0;
+      this.refusals.set(conversationId, refusals + 1);
+      const delay = backoffDelay(refusals, this.options.random, RESUBSCRIBE_BASE_MS, RESUBSCRIBE_CAP_MS);
+      clearTimeout(this.retryTimers.get(conversationId));
+      this.retryTimers.set(
+        conversationId,
+        setTimeout(() => {
+          this.retryTimers.delete(conversationId);
+          if (this.ready && this.followed.has(conversationId)) this.subscribe(conversationId);
+        }, delay),
+      );
+      this.update({ unavailable: { ...this.state.unavailable, [conversationId]: Date.now() + delay } });
+      return 'retrying';
+    }
+    return 'kept';
+  }
+
+  /** The conversation is served again, or no longer wanted: no more retries. */
+  private stopRetrying(conversationId: string): void {
+    clearTimeout(this.retryTimers.get(conversationId));
+    this.retryTimers.delete(conversationId);
+    this.refusals.delete(conversationId);
+    if (conversationId in this.state.unavailable) {
+      const { [conversationId]: _served, ...rest } = this.state.unavailable;
+      this.update({ unavailable: rest });
     }
   }
 
