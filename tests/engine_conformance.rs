@@ -741,11 +741,20 @@ async fn a_message_is_read_whole_with_its_position(make: impl MakeSubject) {
         .unwrap()
         .unwrap();
     assert_eq!(position, 2);
-    assert_eq!((message.role, message.content.as_str()), (Role::User, "second"));
+    assert_eq!(
+        (message.role, message.content.as_str()),
+        (Role::User, "second")
+    );
     let (_, ended) = engine.message_at(id, reply).await.unwrap().unwrap();
     assert_eq!(ended.status, MessageStatus::Complete);
     assert_eq!(ended.content, "Xin chào");
-    assert!(engine.message_at(id, Uuid::new_v4()).await.unwrap().is_none());
+    assert!(
+        engine
+            .message_at(id, Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
         engine.message_at(Uuid::new_v4(), reply).await,
         Err(EngineError::NotFound)

@@ -25,13 +25,20 @@
 //! # Search
 //!
 //! [`Store::search`] answers whole words, all of them required, best matches
-//! first. Snippets mark each matched word as `[[word]]` ([`SNIPPET_OPEN`],
+//! first. A query's words are its runs of letters and digits (everything else
+//! separates them, nothing is syntax), at most [`MAX_SEARCH_WORDS`] of them.
+//!
+//! Snippets mark each matched word as `[[word]]` ([`SNIPPET_OPEN`],
 //! [`SNIPPET_CLOSE`], as the wire's `SearchResult` documents): plain text,
-//! never HTML; a client that highlights must escape the snippet's text itself.
-//! Text of the message that already holds `[[` or `]]` is not escaped. The two backends differ in one documented
-//! way: SQLite's FTS5 (`unicode61 remove_diacritics 2`) ignores diacritics
-//! ("tieng viet" finds "tiếng Việt"), PostgreSQL's `simple` configuration does
-//! not (only "tiếng việt", in any case, finds it); both ignore case.
+//! never HTML; a client that highlights must escape the snippet's text
+//! itself. Text of the message that already holds `[[` or `]]` is not
+//! escaped.
+//!
+//! The two backends differ in one way: SQLite's FTS5 (`unicode61
+//! remove_diacritics 2`) ignores diacritics ("tieng viet" finds "tiếng
+//! Việt"), PostgreSQL's `simple` configuration does not (only "tiếng việt"
+//! finds it). Both ignore case (PostgreSQL folds non-ASCII letters as the
+//! database's `LC_CTYPE` does; `C.UTF-8` and any UTF-8 locale fold them).
 
 pub mod postgres;
 pub mod sqlite;
@@ -130,10 +137,12 @@ pub struct SearchHit {
     pub conversation_title: Option<String>,
     pub message_id: Uuid,
     pub role: Role,
-    /// A short extract of the message around the match, each matched word
-    /// wrapped in [`SNIPPET_OPEN`] … [`SNIPPET_CLOSE`] (`[[word]]`), text left out
-    /// at either end shown as [`SNIPPET_ELLIPSIS`]. Plain text: escape it
-    /// before putting it in HTML.
+    /// A short extract of the message around the match (the whole message
+    /// when it is short), each matched word wrapped in [`SNIPPET_OPEN`] …
+    /// [`SNIPPET_CLOSE`] (`[[word]]`) as written in the message. Where text is
+    /// left out, SQLite shows [`SNIPPET_ELLIPSIS`] at the cut ends; PostgreSQL
+    /// (`ts_headline`) joins up to two fragments with ` … ` and marks no cut
+    /// ends. Plain text: escape it before putting it in HTML.
     pub snippet: String,
     /// The message's `created_at`.
     pub created_at: DateTime<Utc>,
