@@ -21,7 +21,50 @@ export async function sendMessage(page, text) {
 /** The open conversation's id, from the address. @param {Page} page */
 export async function conversationId(page) {
   await page.waitForFunction(() => location.hash.startsWith('#/c/'), null, { timeout: TIMEOUT });
-  return page.evaluate(() => decodeURIComponent(location.hash.slice(4)));
+  // `#/c/<id>`, or `#/c/<id>/m/<message>` when opened at a message.
+  return page.evaluate(() => decodeURIComponent(location.hash.slice(4).split('/')[0] ?? ''));
+}
+
+/** The conversations the sidebar lists, in order: id and title. @param {Page} page */
+export function listedConversations(page) {
+  return page.$$eval('[data-testid=conversation]', (els) =>
+    els.map((el) => ({ id: el.getAttribute('data-id') ?? '', title: el.querySelector('a')?.textContent ?? '' })),
+  );
+}
+
+/**
+ * The guest identity the page holds: `user_id` and the token's `sub`.
+ * @param {Page} page
+ * @returns {Promise<{ userId: string, sub: string, token: string }>}
+ */
+export function identity(page) {
+  return page.evaluate(() => {
+    const auth = JSON.parse(localStorage.getItem('chatstream.auth') ?? '{}');
+    const payload = String(auth.token ?? '').split('.')[1] ?? '';
+    const base64 = payload.replace(/-/g, '+').replace(/_/g, '/');
+    const claims = payload ? JSON.parse(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, '='))) : {};
+    return { userId: auth.user_id, sub: claims.sub, token: auth.token };
+  });
+}
+
+/**
+ * Call the node's JSON API with the page's own token.
+ * @param {Page} page @param {string} method @param {string} path @param {unknown} [body]
+ * @returns {Promise<{ status: number, body: any }>}
+ */
+export function api(page, method, path, body) {
+  return page.evaluate(
+    async ({ method, path, body }) => {
+      const { token } = JSON.parse(localStorage.getItem('chatstream.auth') ?? '{}');
+      /** @type {Record<string, string>} */
+      const headers = { Authorization: `Bearer ${token}` };
+      if (body !== undefined) headers['Content-Type'] = 'application/json';
+      const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      const text = await response.text();
+      return { status: response.status, body: text ? JSON.parse(text) : null };
+    },
+    { method, path, body },
+  );
 }
 
 /**

@@ -12,15 +12,18 @@ import { useChatClient, useChatState } from './hooks/useChat';
 import { useConversations } from './hooks/useConversations';
 import { useIdentity } from './hooks/useIdentity';
 import { useModels } from './hooks/useModels';
-import { useRoute } from './hooks/useRoute';
+import { useRoute, type Navigate } from './hooks/useRoute';
 import { useTheme } from './hooks/useTheme';
 import type { Message } from './protocol';
 
 export function App() {
   const client = useChatClient();
   const state = useChatState();
-  const [route, navigate] = useRoute();
-  const { conversations, loaded, remove } = useConversations(state.listVersion, state.removed);
+  const [route, navigate, target] = useRoute();
+  const { conversations, loaded, remove, hasMore, loadingMore, loadMore } = useConversations(
+    state.listVersion,
+    state.removed,
+  );
   const { models, model, setModel } = useModels();
   const [theme, setTheme] = useTheme();
   const [draft, setDraft] = useState('');
@@ -92,6 +95,11 @@ export function App() {
           if (id === route) navigate(null, true);
           void remove(id);
         }}
+        hasMore={hasMore}
+        loadingMore={loadingMore}
+        onLoadMore={() => void loadMore()}
+        onOpenMessage={(conversationId, messageId) => navigate(conversationId, false, messageId)}
+        currentMessage={target?.message ?? null}
         theme={theme}
         onTheme={setTheme}
       />
@@ -119,6 +127,7 @@ export function App() {
             messages={messages}
             pending={pending}
             onRegenerate={canRegenerate ? regenerate : undefined}
+            target={target}
           />
         )}
         <Composer
@@ -147,7 +156,7 @@ function useOpenCreatedConversation(
   created: Readonly<Record<string, string>>,
   request: string | null,
   route: string | null,
-  navigate: (id: string | null, replace?: boolean) => void,
+  navigate: Navigate,
   done: (request: null) => void,
 ) {
   useEffect(() => {
@@ -164,7 +173,7 @@ function useLeaveRemovedConversation(
   removed: readonly string[],
   userId: string | null,
   route: string | null,
-  navigate: (id: string | null, replace?: boolean) => void,
+  navigate: Navigate,
 ) {
   const user = useRef(userId);
   useEffect(() => {

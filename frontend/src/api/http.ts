@@ -30,12 +30,12 @@ export class ApiError extends Error {
   }
 }
 
-async function call<T>(method: string, path: string, retry = true): Promise<T> {
+async function call<T>(method: string, path: string, retry = true, signal?: AbortSignal): Promise<T> {
   const token = await getToken();
-  const response = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` } });
+  const response = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` }, signal });
   if (response.status === 401 && retry) {
     dropToken(token);
-    return call<T>(method, path, false);
+    return call<T>(method, path, false, signal);
   }
   if (!response.ok) {
     const body = (await response.json().catch(() => null)) as { error?: { code?: string; message?: string } } | null;
@@ -44,8 +44,21 @@ async function call<T>(method: string, path: string, retry = true): Promise<T> {
   return (response.status === 204 ? undefined : await response.json()) as T;
 }
 
-export async function listConversations(): Promise<ConversationSummary[]> {
-  return (await call<{ conversations: ConversationSummary[] }>('GET', '/api/conversations')).conversations;
+/** One page of the list; the server's default page is 50, newest first. */
+export interface ConversationPage {
+  conversations: ConversationSummary[];
+  /** The cursor of the next page (`before`), null on the last page. */
+  next: string | null;
+}
+
+export async function listConversations(options: { limit?: number; before?: string | null } = {}): Promise<ConversationPage> {
+  const query = new URLSearchParams();
+  if (options.limit !== undefined) query.set('limit', String(options.limit));
+  if (options.before) query.set('before', options.before);
+  const search = query.toString();
+  const path = `/api/conversations${search ? `?${search}` : ''}`;
+  const page = await call<Partial<ConversationPage> & { conversations: ConversationSummary[] }>('GET', path);
+  return { conversations: page.conversations, next: page.next ?? null };
 }
 
 export function deleteConversation(id: string): Promise<void> {
@@ -54,4 +67,23 @@ export function deleteConversation(id: string): Promise<void> {
 
 export function listModels(): Promise<ModelList> {
   return call<ModelList>('GET', '/api/models');
+}
+
+/** A message that matches a search; `snippet` marks each matched word as `[[word]]`. */
+export interface SearchResult {
+  conversation_id: string;
+  conversation_title: string | null;
+  message_id: string;
+  role: 'user' | 'assistant' | string;
+  snippet: string;
+  created_at: string;
+}
+
+/** The longest query the server takes (longer answers 413 `too_large`). */
+export const MAX_QUERY_CHARS = 500;
+
+/** `GET /api/search`. A node without a durable store answers `ApiError('unavailable')`. */
+export async function searchMessages(q: string, limit = 20, signal?: AbortSignal): Promise<SearchResult[]> {
+  const query = new URLSearchParams({ q, limit: String(limit) });
+  return (await call<{ results: SearchResult[] }>('GET', `/api/search?${query}`, true, signal)).results;
 }

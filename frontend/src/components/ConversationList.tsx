@@ -9,13 +9,26 @@ interface Props {
   current: string | null;
   onOpen: () => void;
   onDelete: (id: string) => void;
+  /** More (older) conversations can be loaded. */
+  hasMore?: boolean;
+  loadingMore?: boolean;
+  onLoadMore?: () => void;
 }
 
 /** Titles are the first message's start, Markdown included: show them as plain text. */
 export const titleOf = (c: Pick<ConversationSummary, 'title'>) =>
   c.title?.replace(/[*_`~#>]+/g, '').replace(/\s+/g, ' ').trim() || 'Untitled chat';
 
-export function ConversationList({ conversations, loaded, current, onOpen, onDelete }: Props) {
+export function ConversationList({
+  conversations,
+  loaded,
+  current,
+  onOpen,
+  onDelete,
+  hasMore = false,
+  loadingMore = false,
+  onLoadMore,
+}: Props) {
   // Deleting asks once, inline, instead of a modal dialog.
   const [confirming, setConfirming] = useState<string | null>(null);
 
@@ -59,7 +72,43 @@ export function ConversationList({ conversations, loaded, current, onOpen, onDel
           </ul>
         </section>
       ))}
+      {hasMore && onLoadMore && <ShowMore loading={loadingMore} onLoadMore={onLoadMore} />}
     </nav>
+  );
+}
+
+/**
+ * The end of the loaded list: a button, pressed by itself when it scrolls
+ * into view (so scrolling down loads the next page), by hand otherwise.
+ */
+function ShowMore({ loading, onLoadMore }: { loading: boolean; onLoadMore: () => void }) {
+  const button = useRef<HTMLButtonElement>(null);
+  const latest = useRef(onLoadMore);
+  latest.current = onLoadMore;
+  useEffect(() => {
+    const el = button.current;
+    if (!el || typeof IntersectionObserver === 'undefined') return;
+    // Its scrolling container is the sidebar list; start a little before the end shows.
+    const observer = new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && latest.current(), {
+      root: el.closest('.sidebar-list'),
+      rootMargin: '0px 0px 200px 0px',
+    });
+    observer.observe(el);
+    return () => observer.disconnect();
+    // A new observer after each page: if the end is still in view, it loads the next one too.
+  }, [loading]);
+  return (
+    <button
+      type="button"
+      ref={button}
+      className="show-more"
+      data-testid="show-more"
+      onClick={onLoadMore}
+      disabled={loading}
+      aria-busy={loading}
+    >
+      {loading ? 'Loading…' : 'Show more'}
+    </button>
   );
 }
 

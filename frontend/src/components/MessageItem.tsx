@@ -9,14 +9,17 @@ interface Props {
   /** Shown while the server has not acknowledged the message yet. */
   sending?: boolean;
   onRegenerate?: () => void;
+  /** Briefly marked: the search result the user opened. */
+  highlighted?: boolean;
 }
 
-export const MessageItem = memo(function MessageItem({ message, sending = false, onRegenerate }: Props) {
+export const MessageItem = memo(function MessageItem({ message, sending = false, onRegenerate, highlighted = false }: Props) {
   const { role, content, status } = message;
   const streaming = status === 'streaming';
   return (
     <article
-      className={`message ${role}`}
+      className={`message ${role}${highlighted ? ' highlighted' : ''}`}
+      data-highlighted={highlighted || undefined}
       data-testid="message"
       data-role={role}
       data-status={sending ? 'sending' : status}

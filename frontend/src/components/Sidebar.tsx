@@ -1,8 +1,10 @@
 import { useEffect, useRef } from 'react';
-import type { ConversationSummary } from '../api/http';
+import type { ConversationSummary, SearchResult } from '../api/http';
+import { useSearch } from '../hooks/useSearch';
 import type { Theme } from '../hooks/useTheme';
 import { ConversationList } from './ConversationList';
 import { CloseIcon, LogoMark, PlusIcon } from './icons';
+import { SearchBox, SearchResults } from './Search';
 import { ThemeSwitch } from './ThemeSwitch';
 
 interface Props {
@@ -13,12 +15,46 @@ interface Props {
   loaded: boolean;
   current: string | null;
   onDelete: (id: string) => void;
+  hasMore: boolean;
+  loadingMore: boolean;
+  onLoadMore: () => void;
+  /** A search result was chosen: open its conversation at its message. */
+  onOpenMessage: (conversationId: string, messageId: string) => void;
+  /** The message the open conversation was opened at, if any. */
+  currentMessage: string | null;
   theme: Theme;
   onTheme: (theme: Theme) => void;
 }
 
-export function Sidebar({ open, onClose, onNewChat, conversations, loaded, current, onDelete, theme, onTheme }: Props) {
+export function Sidebar({
+  open,
+  onClose,
+  onNewChat,
+  conversations,
+  loaded,
+  current,
+  onDelete,
+  hasMore,
+  loadingMore,
+  onLoadMore,
+  onOpenMessage,
+  currentMessage,
+  theme,
+  onTheme,
+}: Props) {
   useDrawerFocus(open, onClose);
+  const search = useSearch();
+  const openResult = (result: SearchResult) => {
+    onOpenMessage(result.conversation_id, result.message_id);
+    onClose();
+  };
+  // Enter opens the first result, searching at once if the typing has not paused yet.
+  const openFirst = () => {
+    void search.searchNow().then((results) => {
+      const first = results?.[0];
+      if (first) openResult(first);
+    });
+  };
   return (
     <aside id="sidebar" className="sidebar" data-open={open}>
       <div className="sidebar-head">
@@ -32,14 +68,22 @@ export function Sidebar({ open, onClose, onNewChat, conversations, loaded, curre
         <PlusIcon />
         New chat
       </button>
+      <SearchBox query={search.query} onQuery={search.setQuery} onSubmit={openFirst} />
       <div className="sidebar-list">
-        <ConversationList
-          conversations={conversations}
-          loaded={loaded}
-          current={current}
-          onOpen={onClose}
-          onDelete={onDelete}
-        />
+        {search.state.status === 'idle' ? (
+          <ConversationList
+            conversations={conversations}
+            loaded={loaded}
+            current={current}
+            onOpen={onClose}
+            onDelete={onDelete}
+            hasMore={hasMore}
+            loadingMore={loadingMore}
+            onLoadMore={onLoadMore}
+          />
+        ) : (
+          <SearchResults state={search.state} onOpen={openResult} currentMessage={currentMessage} />
+        )}
       </div>
       <div className="sidebar-foot">
         <span className="guest">Guest</span>

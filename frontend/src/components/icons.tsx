@@ -67,6 +67,12 @@ export const RefreshIcon = () => (
     <path d="M20 11a8 8 0 1 0-2.3 5.7M20 4v7h-7" />
   </Icon>
 );
+export const SearchIcon = () => (
+  <Icon size={16}>
+    <circle cx="11" cy="11" r="7" />
+    <path d="M20 20l-3.5-3.5" />
+  </Icon>
+);
 export const CloseIcon = () => (
   <Icon size={16}>
     <path d="M6 6l12 12M18 6L6 18" />

@@ -60,5 +60,15 @@ export function useAutoFollow(ref: RefObject<HTMLElement | null>, content: unkno
     toBottom();
   }, [toBottom]);
 
-  return { atBottom, jump };
+  /** The view was scrolled by the page itself (to a search result): follow only if that left it at the bottom. */
+  const settle = useCallback(() => {
+    const el = ref.current;
+    if (!el) return;
+    const bottom = el.scrollHeight - el.scrollTop - el.clientHeight < SLACK;
+    pinned.current = bottom;
+    autoTop.current = el.scrollTop;
+    setAtBottom(bottom);
+  }, [ref]);
+
+  return { atBottom, jump, settle };
 }

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { ApiError, deleteConversation, listConversations, type ConversationSummary } from '../api/http';
+import { emptyPages, refreshLimit, withFirstPage, withNextPage, type ListPages } from '../lib/conversationPages';
 import { backoffDelay } from '../protocol/backoff';
 import { useChatClient } from './useChat';
 
@@ -19,28 +20,39 @@ export function withoutRemoved(
   return list.filter((c) => !gone.has(c.id));
 }
 
+/** Conversations asked for per page when scrolling (the server's default). */
+export const PAGE_SIZE = 50;
+
 /**
- * The user's conversations, most recently updated first. Refetched when the
- * protocol client says the list may have changed and when the tab regains
- * focus (another tab may have created or deleted some).
+ * The user's conversations, most recently updated first, a page at a time:
+ * the first page, then the next each time `loadMore` is called (the sidebar
+ * calls it when its end scrolls into view). The first page is refetched when
+ * the protocol client says the list may have changed and when the tab
+ * regains focus (another tab may have created or deleted some); pages loaded
+ * by scrolling are kept, and no conversation is ever listed twice.
  */
 export function useConversations(listVersion: number, removed: readonly string[] = []) {
   const client = useChatClient();
-  const [fetched, setConversations] = useState<ConversationSummary[]>([]);
+  const [pages, setPages] = useState<ListPages>(emptyPages);
   const [loaded, setLoaded] = useState(false);
+  const [loadingMore, setLoadingMore] = useState(false);
+  const pagesRef = useRef(pages);
+  pagesRef.current = pages;
   const latest = useRef(0);
   const failures = useRef(0);
   const retryTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  /** The cursor of the page being fetched by `loadMore`, if any. */
+  const fetchingMore = useRef<string | null>(null);
 
   const refresh = useCallback(async () => {
     const request = ++latest.current;
     clearTimeout(retryTimer.current);
     try {
-      const list = await listConversations();
+      const page = await listConversations({ limit: refreshLimit(pagesRef.current, PAGE_SIZE) });
       // An older request finishing late must not overwrite a newer answer.
       if (request !== latest.current) return;
       failures.current = 0;
-      setConversations(list);
+      setPages((held) => withFirstPage(held, page));
       setLoaded(true);
     } catch {
       // Offline, the node restarting or the store recovering (`unavailable`):
@@ -48,6 +60,24 @@ export function useConversations(listVersion: number, removed: readonly string[]
       if (request !== latest.current) return;
       const delay = backoffDelay(failures.current++, Math.random, RETRY_BASE_MS, RETRY_CAP_MS);
       retryTimer.current = setTimeout(() => void refresh(), delay);
+    }
+  }, []);
+
+  const loadMore = useCallback(async () => {
+    const cursor = pagesRef.current.next;
+    if (cursor === null || fetchingMore.current === cursor) return;
+    fetchingMore.current = cursor;
+    setLoadingMore(true);
+    try {
+      const page = await listConversations({ limit: PAGE_SIZE, before: cursor });
+      setPages((held) => withNextPage(held, cursor, page));
+    } catch {
+      // The button stays; the next scroll or click asks again.
+    } finally {
+      if (fetchingMore.current === cursor) {
+        fetchingMore.current = null;
+        setLoadingMore(false);
+      }
     }
   }, []);
 
@@ -66,7 +96,7 @@ export function useConversations(listVersion: number, removed: readonly string[]
 
   const remove = useCallback(
     async (id: string) => {
-      setConversations((list) => list.filter((c) => c.id !== id));
+      setPages((held) => ({ ...held, items: held.items.filter((c) => c.id !== id) }));
       try {
         await deleteConversation(id);
         client.forget(id);
@@ -82,7 +112,7 @@ export function useConversations(listVersion: number, removed: readonly string[]
   );
 
   // A conversation found gone leaves the list at once, before the next fetch.
-  const conversations = useMemo(() => withoutRemoved(fetched, removed), [fetched, removed]);
+  const conversations = useMemo(() => withoutRemoved(pages.items, removed), [pages.items, removed]);
 
-  return { conversations, loaded, remove };
+  return { conversations, loaded, remove, hasMore: pages.next !== null, loadingMore, loadMore };
 }
