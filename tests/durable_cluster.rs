@@ -102,11 +102,14 @@ impl Cluster {
     }
 }
 
-/// Sends one command to the redis-server and answers its reply.
-async fn redis_command<T: redis::FromRedisValue>(url: &str, command: &redis::Cmd) -> T {
-    let client = redis::Client::open(url).unwrap();
+/// Empties the redis-server: every key, the engine's sentinel included.
+async fn flushall(redis: &RedisServer) {
+    let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    command.query_async(&mut connection).await.unwrap()
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
 }
 
 /// `MODELS_CONFIG` naming a model `unreachable` whose only upstream is a
@@ -404,7 +407,10 @@ impl Stream {
     async fn until_some_text(&mut self) {
         for follower in &mut self.followers {
             let reply_id = self.reply_id.clone();
-            while follower.reply(&reply_id).is_none_or(|m| m.content.is_empty()) {
+            while follower
+                .reply(&reply_id)
+                .is_none_or(|m| m.content.is_empty())
+            {
                 follower
                     .read_until(&self.conversation, |f| f["type"] == "event")
                     .await;
@@ -548,7 +554,10 @@ async fn history_outlives_redis_losing_its_data(loss: Loss) {
     wait_until_not_held(&[a, c], &held, &[]).await;
     let mut before = HashMap::new();
     for id in [&done, &cancelled, &failed, &held] {
-        before.insert(id.clone(), detail_when_available(a, &token, id, DEADLINE).await);
+        before.insert(
+            id.clone(),
+            detail_when_available(a, &token, id, DEADLINE).await,
+        );
     }
     let ended: Vec<(String, Vec<Message>)> = before
         .iter()
@@ -573,11 +582,33 @@ async fn history_outlives_redis_losing_its_data(loss: Loss) {
 
     match loss {
         Loss::Flushall => {
-            redis_command::<()>(&cluster.redis.url(), &redis::cmd("FLUSHALL")).await;
+            flushall(&cluster.redis).await;
         }
         Loss::RestartEmpty => tokio::task::block_in_place(|| cluster.redis.restart_empty()),
     }
     let lost_at = Instant::now();
+
+    // While the nodes rebuild, an existing conversation is never `not_found`,
+    // and the listing, read from the store, lists them all.
+    let all: Vec<String> = [&done, &cancelled, &failed, &held]
+        .into_iter()
+        .cloned()
+        .chain(streams.iter().map(|s| s.conversation.clone()))
+        .collect();
+    for node in &nodes {
+        for id in &all {
+            let (status, body) = detail(node, &token, id).await;
+            assert!(
+                status == 200 || status == 503,
+                "GET {id} answered {status} while rebuilding: {body}"
+            );
+        }
+        let mut listed = listed_ids(&listing_pages(node, &token, 50).await);
+        listed.sort();
+        let mut expected = all.clone();
+        expected.sort();
+        assert_eq!(listed, expected);
+    }
 
     // Streaming replies: every follower starts over in the new epoch and
     // the reply ends as an undisturbed one would, the text it had kept.
@@ -590,8 +621,12 @@ async fn history_outlives_redis_losing_its_data(loss: Loss) {
             })
             .await;
             let snapshot = start_over_of(&frames, old_epoch);
-            let rebuilt: Vec<Message> = serde_json::from_value(snapshot["messages"].clone()).unwrap();
-            let rebuilt_reply = rebuilt.iter().find(|m| m.id.to_string() == reply_id).unwrap();
+            let rebuilt: Vec<Message> =
+                serde_json::from_value(snapshot["messages"].clone()).unwrap();
+            let rebuilt_reply = rebuilt
+                .iter()
+                .find(|m| m.id.to_string() == reply_id)
+                .unwrap();
             if !rebuilt_reply.content.starts_with(&delivered) {
                 println!(
                     "{reply_id}: the rebuilt snapshot holds {} bytes of the {} this \
@@ -671,11 +706,6 @@ async fn history_outlives_redis_losing_its_data(loss: Loss) {
     // Every node now answers every conversation alike: the ended messages
     // unchanged, the streamed replies whole, all in one new epoch.
     let mut after = HashMap::new();
-    let all: Vec<String> = [&done, &cancelled, &failed, &held]
-        .into_iter()
-        .cloned()
-        .chain(streams.iter().map(|s| s.conversation.clone()))
-        .collect();
     for id in &all {
         let first = detail_when_available(a, &token, id, AFTER_LOSS).await;
         for node in [b, c] {
@@ -727,15 +757,10 @@ async fn history_outlives_redis_losing_its_data(loss: Loss) {
         .collect();
     wait_until_stored(store.as_ref(), &expected).await;
     let listing = listed_ids(&listing_pages(a, &token, 50).await);
-    let mut sorted_listing = listing.clone();
-    sorted_listing.sort();
-    let mut sorted_all = all.clone();
-    sorted_all.sort();
-    assert_eq!(sorted_listing, sorted_all);
     for node in [b, c] {
         assert_eq!(listed_ids(&listing_pages(node, &token, 50).await), listing);
     }
-    drop(held_watcher);
+    held_watcher.client.close().await;
     for stream in streams {
         for follower in stream.followers {
             follower.client.close().await;
@@ -802,10 +827,7 @@ impl ReadinessSampler {
     async fn finish(self) -> Vec<(u16, Value)> {
         self.stop.send_replace(true);
         self.task.await.unwrap();
-        Arc::try_unwrap(self.samples)
-            .unwrap()
-            .into_inner()
-            .unwrap()
+        Arc::try_unwrap(self.samples).unwrap().into_inner().unwrap()
     }
 }
 
@@ -846,7 +868,10 @@ async fn a_database_outage_never_stops_streaming_and_loses_nothing() {
             let question = format!("sent during the outage {i}");
             let asked = Instant::now();
             late.push(Stream::start(nodes[i], nodes[(i + 2) % 3], &late_token, &question).await);
-            println!("a turn started during the outage was acknowledged after {:?}", asked.elapsed());
+            println!(
+                "a turn started during the outage was acknowledged after {:?}",
+                asked.elapsed()
+            );
         }
         // One of them is cancelled from another node, during the outage.
         late[1].until_some_text().await;
@@ -856,7 +881,8 @@ async fn a_database_outage_never_stops_streaming_and_loses_nothing() {
             .await;
         assert_eq!(ack["type"], "ack", "{ack}");
         // The early replies end during the outage, and a new turn follows
-        // one of them.
+        // one of them. Their `done` events carry details only the store
+        // keeps besides.
         let mut endings = HashMap::new();
         for stream in &mut early {
             let seen = stream.until_over().await;
@@ -866,33 +892,32 @@ async fn a_database_outage_never_stops_streaming_and_loses_nothing() {
             endings.insert(stream.reply_id.clone(), seen[0]["event"].clone());
         }
         let follow_up = "and one more, still during the outage";
-        let ack = early[0].followers[0]
-            .client
-            .request(json!({"type": "send", "conversation_id": early[0].conversation,
-                            "content": follow_up}))
-            .await;
+        let follow_up_frame = json!({"type": "send", "conversation_id": early[0].conversation,
+                                     "content": follow_up});
+        let ack = early[0].followers[0].client.request(follow_up_frame).await;
         assert_eq!(ack["type"], "ack", "{ack}");
         let follow_up_reply = ack["assistant_message_id"].as_str().unwrap().to_owned();
-        eventually("a node reports the store down, and stays ready", || async {
+        eventually("a node reports the store down", || async {
             readiness.saw(|(_, body)| body["store"]["postgres"] == "down")
         })
         .await;
-        let ended_in_outage = early.len();
-        assert!(
-            down_at.elapsed() < OUTAGE,
-            "the replies ended during the outage (took {:?})",
-            down_at.elapsed()
-        );
+        // The outage lasts until all that happened, and at least `OUTAGE`.
         tokio::time::sleep_until(down_at + OUTAGE).await;
-        assert!(proxy.refused() > 0, "the nodes tried the database while it was down");
+        assert!(
+            proxy.refused() > 0,
+            "the nodes tried the database while it was down"
+        );
         proxy.up();
-        println!("{ended_in_outage} replies ended and 4 turns started during a {OUTAGE:?} outage");
+        let up_at = Instant::now();
+        println!(
+            "3 replies ended, one was cancelled and 4 turns started during a {:?} outage",
+            up_at - down_at
+        );
 
         // Every reply goes on to its end as if nothing happened: every
         // token, in order, in the same epoch, and the same text.
         for stream in &mut late {
-            let seen = stream.until_over().await;
-            endings.insert(stream.reply_id.clone(), seen[0]["event"].clone());
+            stream.until_over().await;
         }
         let first = &mut early[0];
         let reply_id = follow_up_reply.clone();
@@ -927,7 +952,10 @@ async fn a_database_outage_never_stops_streaming_and_loses_nothing() {
             }
         }
         assert_eq!(
-            late[1].followers[0].reply(&late[1].reply_id).unwrap().status,
+            late[1].followers[0]
+                .reply(&late[1].reply_id)
+                .unwrap()
+                .status,
             MessageStatus::Cancelled
         );
         for follower in &early[0].followers {
@@ -944,20 +972,22 @@ async fn a_database_outage_never_stops_streaming_and_loses_nothing() {
         );
 
         // Within a bounded time of its return, the database holds every
-        // message with its final status and text, and every ending's details.
+        // message with its final status and text, and the details of the
+        // endings it missed.
         let mut expected = Vec::new();
-        for stream in early.iter().chain(&late) {
-            let token = if late.iter().any(|s| s.conversation == stream.conversation) {
-                &late_token
-            } else {
-                &early_token
-            };
+        let owned = early
+            .iter()
+            .map(|s| (s, &early_token))
+            .chain(late.iter().map(|s| (s, &late_token)));
+        for (stream, token) in owned {
             let body = detail_when_available(nodes[0], token, &stream.conversation, DEADLINE).await;
             expected.push((stream.conversation.clone(), messages_of(&body)));
         }
-        let back_at = Instant::now();
         wait_until_stored(store.as_ref(), &expected).await;
-        println!("the store caught up {:?} after the database came back", back_at.elapsed());
+        println!(
+            "the store caught up {:?} after the database came back",
+            up_at.elapsed()
+        );
         for (conversation, _) in &expected {
             for stored in store.messages(conversation.parse().unwrap()).await.unwrap() {
                 let Some(ending) = endings.get(&stored.message.id.to_string()) else {
@@ -965,8 +995,14 @@ async fn a_database_outage_never_stops_streaming_and_loses_nothing() {
                 };
                 if ending["kind"] == "done" {
                     assert_eq!(
-                        (stored.finish_reason.as_deref(), stored.usage.map(|u| json!(u))),
-                        (ending["finish_reason"].as_str(), Some(ending["usage"].clone())),
+                        (
+                            stored.finish_reason.as_deref(),
+                            stored.usage.map(|u| json!(u))
+                        ),
+                        (
+                            ending["finish_reason"].as_str(),
+                            Some(ending["usage"].clone())
+                        ),
                         "the store keeps the ending's details of {}",
                         stored.message.id
                     );
@@ -974,6 +1010,366 @@ async fn a_database_outage_never_stops_streaming_and_loses_nothing() {
             }
         }
         drop(proxy);
+        cluster.stop().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// 3. History outlives its expiry from Redis.
+
+/// The nodes' `conversation_ttl_secs`: a conversation leaves Redis this long
+/// after its last turn or ending.
+const TTL_SECS: u64 = 2;
+
+/// Waits until Redis no longer holds the conversation: its TTL ran out.
+async fn wait_until_expired(redis: &RedisServer, conversation: &str) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let connection = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("cs:{{{conversation}}}:meta");
+    eventually(&format!("{key} expires"), || {
+        let mut connection = connection.clone();
+        let key = key.clone();
+        async move {
+            let exists: u64 = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            exists == 0
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_outlives_its_expiry_from_redis() {
+    bounded(async {
+        let cluster = Cluster::start(3, |s| s.conversation_ttl_secs = TTL_SECS).await;
+        let store = cluster.store().await;
+        let nodes: Vec<&TestNode> = cluster.nodes.iter().collect();
+        let [a, b, c] = nodes[..] else { unreachable!() };
+        let (token, _) = a.guest().await;
+        let question = "remember me once I expire";
+        let answer = demo_reply(30, question);
+
+        let mut first = Follower::new(a.connect(&token).await);
+        let Sent {
+            conversation,
+            reply_id,
+            ..
+        } = first.client.send_turn(question).await;
+        first
+            .read_until(&conversation, |f| ends(f, &reply_id))
+            .await;
+        let before = detail_when_available(a, &token, &conversation, DEADLINE).await;
+        assert_eq!(
+            before["epoch"].as_str(),
+            first.view.epoch.as_deref(),
+            "read before it expired"
+        );
+        assert_eq!(messages_of(&before), first.view.messages());
+        first.client.close().await;
+        wait_until_not_held(&nodes, &conversation, &[&reply_id]).await;
+        wait_until_stored(
+            store.as_ref(),
+            &[(conversation.clone(), messages_of(&before))],
+        )
+        .await;
+        let mut epochs = vec![before["epoch"].clone()];
+        let mut is_new_epoch = |epoch: &Value| {
+            let new = !epochs.contains(epoch);
+            epochs.push(epoch.clone());
+            new
+        };
+
+        // After each expiry, its next use, on another node each time, finds
+        // it whole, restored under a new epoch. A cancel of its reply looks
+        // the message up: it is no longer streaming.
+        wait_until_expired(&cluster.redis, &conversation).await;
+        let (status, body) = b
+            .api(
+                Method::POST,
+                "/api/cancel",
+                Some(&token),
+                Some(json!({"message_id": reply_id})),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("conflict")),
+            "{body}"
+        );
+
+        // A GET.
+        wait_until_expired(&cluster.redis, &conversation).await;
+        let got = detail_when_available(b, &token, &conversation, DEADLINE).await;
+        assert_eq!(messages_of(&got), messages_of(&before));
+        assert_eq!(got["title"], before["title"]);
+        assert!(is_new_epoch(&got["epoch"]), "{got}");
+
+        // A subscribe, whose watcher stays.
+        wait_until_expired(&cluster.redis, &conversation).await;
+        let mut watcher = Follower::new(c.connect(&token).await);
+        let (subscribed, snapshot) =
+            subscribe_when_available(&mut watcher.client, &conversation, DEADLINE).await;
+        watcher.view.apply(&conversation, &snapshot);
+        assert_eq!(messages_of(&snapshot), messages_of(&before));
+        assert!(is_new_epoch(&subscribed["epoch"]), "{subscribed}");
+
+        // A send, while the watcher follows: the new turn comes after the
+        // restored messages, and the reply continues the conversation.
+        wait_until_expired(&cluster.redis, &conversation).await;
+        let follow_up = "do you still remember?";
+        let mut sender = a.connect(&token).await;
+        let ack = send_when_available(
+            &mut sender,
+            json!({"type": "send", "conversation_id": conversation, "content": follow_up,
+                   "client_msg_id": Uuid::new_v4()}),
+            DEADLINE,
+        )
+        .await;
+        let follow_up_reply = ack["assistant_message_id"].as_str().unwrap().to_owned();
+        let frames = frames_until(&mut sender, |f| ends(f, &follow_up_reply)).await;
+        let expected = demo_conversation_reply(
+            30,
+            &[
+                (Role::User, question),
+                (Role::Assistant, &answer),
+                (Role::User, follow_up),
+            ],
+        );
+        assert_eq!(delta_text(&frames, &follow_up_reply), expected);
+        assert!(is_new_epoch(&frames[0]["epoch"]), "{}", frames[0]);
+        let frames = watcher
+            .read_until(&conversation, |f| reply_over(f, &follow_up_reply))
+            .await;
+        start_over_of(&frames, subscribed["epoch"].as_str().unwrap());
+        let messages = watcher.view.messages().to_vec();
+        assert_eq!(messages.len(), 4);
+        assert_eq!(messages[..2], messages_of(&before)[..]);
+        assert_eq!(
+            (messages[2].role, messages[2].content.as_str()),
+            (Role::User, follow_up)
+        );
+        assert_eq!(messages[3].id.to_string(), follow_up_reply);
+        assert_eq!(
+            (messages[3].status, messages[3].content.as_str()),
+            (MessageStatus::Complete, expected.as_str())
+        );
+
+        // Every node answers the same messages, and the store holds them.
+        for node in [a, b, c] {
+            let body = detail_when_available(node, &token, &conversation, DEADLINE).await;
+            assert_eq!(messages_of(&body), messages);
+            assert_eq!(body["title"], before["title"]);
+        }
+        wait_until_stored(store.as_ref(), &[(conversation.clone(), messages)]).await;
+        sender.close().await;
+        watcher.client.close().await;
+        cluster.stop().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// 4. One listing, from the store, on every node.
+
+/// The owner's conversations in the store once they stop changing: a
+/// reply's last checkpoint lands within `CHECKPOINT_EVERY` of its end, and
+/// may still move its conversation's `updated_at` (the listing's cursor).
+async fn settled_listing(store: &dyn Store, owner: Uuid) -> Vec<Uuid> {
+    let quiet = chatstream::actors::persister::CHECKPOINT_EVERY * 2;
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = None;
+    let mut unchanged_since = Instant::now();
+    loop {
+        let page = store.list_conversations(owner, 200, None).await.unwrap();
+        if last.as_ref() != Some(&page) {
+            last = Some(page);
+            unchanged_since = Instant::now();
+        } else if unchanged_since.elapsed() >= quiet {
+            let page = last.unwrap();
+            assert_eq!(page.next, None);
+            return page.conversations.iter().map(|c| c.id).collect();
+        }
+        assert!(Instant::now() < deadline, "the listing never settled");
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_lists_a_users_conversations_alike_from_the_store() {
+    bounded(async {
+        let cluster = Cluster::start(3, |_| {}).await;
+        let store = cluster.store().await;
+        let nodes: Vec<&TestNode> = cluster.nodes.iter().collect();
+        let (token, user) = nodes[0].guest().await;
+        let (other_token, _) = nodes[2].guest().await;
+
+        // Created one after the other, on every node in turn: by a send (its
+        // reply over before the next), or empty, with a title.
+        let mut created = Vec::new();
+        for i in 0..8 {
+            let node = nodes[i % 3];
+            if i % 4 == 3 {
+                let (status, body) = node
+                    .api(
+                        Method::POST,
+                        "/api/conversations",
+                        Some(&token),
+                        Some(json!({"title": format!("empty conversation {i}")})),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{body}");
+                created.push(body["id"].as_str().unwrap().to_owned());
+            } else {
+                let mut client = node.connect(&token).await;
+                let Sent {
+                    conversation,
+                    reply_id,
+                    ..
+                } = client.send_turn(&format!("listed question {i}")).await;
+                frames_until(&mut client, |f| ends(f, &reply_id)).await;
+                client.close().await;
+                created.push(conversation);
+            }
+        }
+        let mut stranger = nodes[1].connect(&other_token).await;
+        let theirs = stranger.send_turn("not on the first user's list").await;
+        frames_until(&mut stranger, |f| ends(f, &theirs.reply_id)).await;
+        stranger.close().await;
+
+        let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+        let settled: Vec<String> = settled_listing(store.as_ref(), user)
+            .await
+            .iter()
+            .map(Uuid::to_string)
+            .collect();
+        assert_eq!(settled, newest_first, "newest first");
+
+        // Every node answers the same pages, whatever their size.
+        let mut whole = Vec::new();
+        for limit in [1, 3, 50] {
+            let pages = listing_pages(nodes[0], &token, limit).await;
+            assert_eq!(listed_ids(&pages), newest_first, "limit {limit}");
+            assert_eq!(pages.len(), newest_first.len().div_ceil(limit));
+            for node in &nodes[1..] {
+                assert_eq!(
+                    listing_pages(node, &token, limit).await,
+                    pages,
+                    "limit {limit} on {}",
+                    node.node.node_id()
+                );
+            }
+            if limit == 50 {
+                whole = pages;
+            }
+        }
+        // A cursor from one node pages on any other.
+        let mut ids = Vec::new();
+        let mut path = "/api/conversations?limit=3".to_owned();
+        for hop in 0.. {
+            let (status, page) = nodes[hop % 3]
+                .api(Method::GET, &path, Some(&token), None)
+                .await;
+            assert_eq!(status, 200, "{page}");
+            ids.extend(listed_ids(std::slice::from_ref(&page)));
+            match page["next"].as_str() {
+                Some(cursor) => path = format!("/api/conversations?limit=3&before={cursor}"),
+                None => break,
+            }
+        }
+        assert_eq!(ids, newest_first);
+        // Each entry is the conversation as its detail shows it.
+        for entry in whole[0]["conversations"].as_array().unwrap() {
+            let id = entry["id"].as_str().unwrap();
+            let body = detail_when_available(nodes[1], &token, id, DEADLINE).await;
+            assert_eq!(entry["title"], body["title"], "{id}");
+        }
+        let (status, theirs_listed) = nodes[0]
+            .api(Method::GET, "/api/conversations", Some(&other_token), None)
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            listed_ids(std::slice::from_ref(&theirs_listed)),
+            vec![theirs.conversation.clone()]
+        );
+
+        // Redis forgetting everything changes nothing in the listing.
+        flushall(&cluster.redis).await;
+        for node in &nodes {
+            assert_eq!(listing_pages(node, &token, 50).await, whole);
+        }
+        cluster.stop().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Known defects of the code under test, each shown by a test that fails
+// until it is fixed (run them with `--ignored`).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_keeps_a_done_replys_finish_reason_and_usage() {
+    bounded(async {
+        let cluster = Cluster::start(2, |s| s.demo_token_delay_ms = 10).await;
+        let store = cluster.store().await;
+        let (token, user) = cluster.nodes[0].guest().await;
+        let mut client = cluster.nodes[1].connect(&token).await;
+        let Sent {
+            conversation,
+            reply_id,
+            ..
+        } = client.send_turn("how did you finish?").await;
+        let frames = frames_until(&mut client, |f| ends(f, &reply_id)).await;
+        let done = frames.last().unwrap()["event"].clone();
+        assert_eq!(done["kind"], "done");
+        settled_listing(store.as_ref(), user).await;
+        let stored = store.messages(conversation.parse().unwrap()).await.unwrap();
+        let reply = stored
+            .iter()
+            .find(|m| m.message.id.to_string() == reply_id)
+            .unwrap();
+        assert_eq!(reply.message.status, MessageStatus::Complete);
+        assert_eq!(
+            (
+                reply.finish_reason.as_deref(),
+                reply.usage.map(|u| json!(u))
+            ),
+            (done["finish_reason"].as_str(), Some(done["usage"].clone()))
+        );
+        client.close().await;
+        cluster.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails: text appends do not renew a conversation's Redis TTL, so a reply that \
+            streams longer than CONVERSATION_TTL_SECS loses its conversation mid-reply"]
+async fn a_reply_streaming_longer_than_the_conversation_ttl_ends_normally() {
+    bounded(async {
+        let cluster = Cluster::start(2, |s| {
+            s.conversation_ttl_secs = 1;
+            s.demo_token_delay_ms = 40;
+            s.demo_reply_tokens = 75;
+        })
+        .await;
+        let nodes: Vec<&TestNode> = cluster.nodes.iter().collect();
+        let (token, _) = nodes[0].guest().await;
+        let question = "a reply of three seconds, please";
+        let mut stream = Stream::start(nodes[0], nodes[1], &token, question).await;
+        for ending in stream.until_over().await {
+            assert_eq!(ending["event"]["kind"], "done", "{ending}");
+        }
+        for follower in &stream.followers {
+            let reply = follower.reply(&stream.reply_id).unwrap();
+            assert_eq!(reply.content, demo_reply(75, question));
+        }
+        for follower in stream.followers {
+            follower.client.close().await;
+        }
         cluster.stop().await;
     })
     .await;

@@ -94,6 +94,7 @@ conformance!(
     messages_come_in_position_order,
     a_message_never_moves_back,
     a_later_ending_replaces_an_earlier_one,
+    a_rewrite_without_ending_details_keeps_them,
     conversation_writes_keep_the_later_title,
     a_message_without_its_conversation_is_skipped,
     delete_removes_everything_for_good,
@@ -446,6 +447,34 @@ async fn a_message_never_moves_back(store: Arc<dyn Store>) {
     apply(&store, vec![msg(&late)]).await;
     assert_eq!(only_message(&store, c.id).await, done);
     assert!(store.streaming_replies().await.unwrap().is_empty());
+}
+
+/// The persister rewrites an ended reply from the engine, which does not keep
+/// a `done`'s finish reason and usage: the store keeps those it has.
+async fn a_rewrite_without_ending_details_keeps_them(store: Arc<dyn Store>) {
+    let c = conversation(Uuid::new_v4(), "details", at(0));
+    let reply = message(
+        &c,
+        1,
+        Role::Assistant,
+        "all of it",
+        MessageStatus::Streaming,
+    );
+    let mut done = with_content(&reply, "all of it", MessageStatus::Complete);
+    done.finish_reason = Some("stop".into());
+    done.usage = Some(Usage {
+        prompt_tokens: 3,
+        completion_tokens: 4,
+    });
+    apply(&store, vec![conv(&c), msg(&reply), msg(&done)]).await;
+    let rewrite = with_content(&reply, "all of it", MessageStatus::Complete);
+    apply(&store, vec![msg(&rewrite)]).await;
+    assert_eq!(only_message(&store, c.id).await, done);
+
+    // Another ending is the corrected truth, details and all.
+    let cancelled = with_content(&reply, "all of it", MessageStatus::Cancelled);
+    apply(&store, vec![msg(&cancelled)]).await;
+    assert_eq!(only_message(&store, c.id).await, cancelled);
 }
 
 async fn a_later_ending_replaces_an_earlier_one(store: Arc<dyn Store>) {

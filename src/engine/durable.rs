@@ -270,15 +270,24 @@ impl DurableEngine {
             }
         }
         let result = append().await;
-        if let Err(error) = &result
-            && !matches!(error, EngineError::Unavailable(_))
-        {
+        match &result {
+            // The conversation's record was read before the ending: its
+            // update time is rewritten after it.
+            Ok(_) => {
+                let _ = self.journal.send(Pending::Messages {
+                    conversation_id,
+                    message_ids: Vec::new(),
+                });
+            }
             // Refused: another ending won, and the store may now hold the
             // loser. The persister rewrites what the log says.
-            let _ = self.journal.send(Pending::Messages {
-                conversation_id,
-                message_ids: vec![message_id],
-            });
+            Err(error) if !matches!(error, EngineError::Unavailable(_)) => {
+                let _ = self.journal.send(Pending::Messages {
+                    conversation_id,
+                    message_ids: vec![message_id],
+                });
+            }
+            Err(_) => {}
         }
         result
     }

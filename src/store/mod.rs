@@ -104,7 +104,10 @@ pub enum StoreWrite {
     /// one too (the later ending write is the corrected truth).
     ///
     /// A replacing write updates every field but the message's id, its
-    /// conversation and its `created_at`, which the first write fixes.
+    /// conversation and its `created_at`, which the first write fixes. A
+    /// write that keeps the status and carries no `finish_reason` or `usage`
+    /// keeps the stored ones: it is a rewrite of an ended reply from the
+    /// engine, which does not keep them.
     Message(StoredMessage),
     /// Removes the conversation and its messages and leaves a tombstone so
     /// that later writes for it are skipped and it never reappears.

@@ -225,9 +225,12 @@ impl PostgresStore {
                        position = EXCLUDED.position, role = EXCLUDED.role, \
                        content = EXCLUDED.content, status = EXCLUDED.status, \
                        model = EXCLUDED.model, error = EXCLUDED.error, \
-                       finish_reason = EXCLUDED.finish_reason, \
-                       prompt_tokens = EXCLUDED.prompt_tokens, \
-                       completion_tokens = EXCLUDED.completion_tokens \
+                       finish_reason = CASE WHEN EXCLUDED.status = messages.status \
+                           THEN COALESCE(EXCLUDED.finish_reason, messages.finish_reason) ELSE EXCLUDED.finish_reason END, \
+                       prompt_tokens = CASE WHEN EXCLUDED.status = messages.status \
+                           THEN COALESCE(EXCLUDED.prompt_tokens, messages.prompt_tokens) ELSE EXCLUDED.prompt_tokens END, \
+                       completion_tokens = CASE WHEN EXCLUDED.status = messages.status \
+                           THEN COALESCE(EXCLUDED.completion_tokens, messages.completion_tokens) ELSE EXCLUDED.completion_tokens END \
                      WHERE EXCLUDED.status <> 'streaming' \
                        OR (messages.status = 'streaming' \
                            AND octet_length(EXCLUDED.content) >= octet_length(messages.content))",

@@ -181,9 +181,12 @@ impl SqliteStore {
                        position = excluded.position, role = excluded.role, \
                        content = excluded.content, status = excluded.status, \
                        model = excluded.model, error = excluded.error, \
-                       finish_reason = excluded.finish_reason, \
-                       prompt_tokens = excluded.prompt_tokens, \
-                       completion_tokens = excluded.completion_tokens \
+                       finish_reason = CASE WHEN excluded.status = messages.status \
+                           THEN COALESCE(excluded.finish_reason, messages.finish_reason) ELSE excluded.finish_reason END, \
+                       prompt_tokens = CASE WHEN excluded.status = messages.status \
+                           THEN COALESCE(excluded.prompt_tokens, messages.prompt_tokens) ELSE excluded.prompt_tokens END, \
+                       completion_tokens = CASE WHEN excluded.status = messages.status \
+                           THEN COALESCE(excluded.completion_tokens, messages.completion_tokens) ELSE excluded.completion_tokens END \
                      WHERE excluded.status <> 'streaming' \
                        OR (messages.status = 'streaming' \
                            AND length(CAST(excluded.content AS BLOB)) \
