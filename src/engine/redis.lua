@@ -4,12 +4,33 @@
 -- KEYS: 1 meta (hash), 2 log (stream), 3 msgs (hash: id -> message JSON
 -- without content), 4 order (list of message ids). All share the hash tag of
 -- the conversation, and so does each message's text key, derived from them.
--- ARGV[1] is the operation; each returns an array of strings, or an error
--- whose first word is NOTFOUND, FORBIDDEN or CONFLICT.
+-- KEYS[5] is the sentinel naming the life of the data (see the fence below).
+-- ARGV: 1 the operation, 2 now (RFC 3339), 3 log entries kept, 4 time to
+-- live (s), 5 the sentinel's value the calling node knows; the operation's
+-- own arguments follow from ARGV[6]. Each operation returns an array of
+-- strings, or an error whose first word is NOTFOUND, FORBIDDEN, CONFLICT or
+-- LOST.
 
 local meta, log, msgs, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = string.sub(meta, 1, #meta - 4)
 local op = ARGV[1]
+
+-- The fence. A node's operations apply only to the life of the data it
+-- knows: if the sentinel vanished or changed, Redis lost its data (restarted
+-- empty, flushed) since the node last looked, and what the node asks rests
+-- on a conversation that may be gone only until it is rebuilt. Nothing is
+-- changed; the error carries the sentinel's value now ('LOST now <value>',
+-- or 'LOST vanished') so that the node records the loss and answers
+-- `unavailable`, never `not_found` (a word must follow the code: Redis
+-- files an error of one word under ERR). One GET, in the same atomic step as
+-- the operation.
+local sentinel = redis.call('GET', KEYS[5])
+if sentinel ~= ARGV[5] then
+  if sentinel then
+    return redis.error_reply('LOST now ' .. sentinel)
+  end
+  return redis.error_reply('LOST vanished')
+end
 
 local function text_key(id)
   return prefix .. 'text:' .. id
@@ -88,7 +109,9 @@ local function check_streaming(id)
   return fail('NOTFOUND', 'message ' .. id .. ' does not exist in this conversation')
 end
 
-local now_iso, history, ttl, channel = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local now_iso, history, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- Where the conversation's events are published: `cs:{<id>}:events`.
+local channel = prefix .. 'events'
 
 if op == 'create' then
   -- owner, title ('' or 'T' .. title), epoch

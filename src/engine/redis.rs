@@ -9,6 +9,12 @@
 //! One RESP3 connection manager carries commands and subscriptions; it
 //! reconnects and resubscribes by itself. Pub/sub is at-most-once, so after a
 //! disconnection every watcher is told to catch up from the log.
+//!
+//! Every operation is fenced on the life of Redis's data (`SENTINEL_KEY`): it
+//! checks, in the same atomic step, that the sentinel still holds the value
+//! this node knows, so that no answer ever rests on data Redis lost without
+//! this node noticing. A loss is recorded once (`Life::record`), whichever
+//! notices it first: an operation (the fence) or the health check (a timer).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, PushInfo, PushKind, RedisError, Script, Value};
+use redis::{AsyncCommands, FromRedisValue, PushInfo, PushKind, RedisError, Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -39,9 +45,32 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// resubscription completes; later ones cover that window.
 const CATCH_UPS_AFTER_OUTAGE: u8 = 3;
 
+/// How a `RedisEngine` runs. `RedisOptions::new` gives the defaults.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Log entries kept per conversation.
+    pub history_size: usize,
+    /// Lifetime of a conversation after its last turn.
+    pub conversation_ttl: Duration,
+    /// How often the health check pings Redis, reads its sentinel and
+    /// repeats catch-ups after an outage. Operations notice a data loss by
+    /// themselves (the fence): this only bounds how soon an idle node does.
+    pub health_every: Duration,
+}
+
+impl RedisOptions {
+    pub fn new(history_size: usize, conversation_ttl: Duration) -> RedisOptions {
+        RedisOptions {
+            history_size,
+            conversation_ttl,
+            health_every: HEALTH_EVERY,
+        }
+    }
+}
+
 pub struct RedisEngine {
-    /// When Redis was last found to have lost its data.
-    lost_at: Arc<Mutex<Option<Instant>>>,
+    /// The life of Redis's data this node works in.
+    life: Arc<Life>,
     node_id: String,
     connection: ConnectionManager,
     script: Script,
@@ -59,6 +88,22 @@ impl Drop for RedisEngine {
             task.abort();
         }
     }
+}
+
+/// Names one life of Redis's data: set once, shared by every node. If it
+/// vanishes or changes, Redis lost its data (restarted without persistence,
+/// or flushed) and every log it held is gone.
+const SENTINEL_KEY: &str = "cs:sentinel";
+
+/// The sentinel that fences operations on `conversation_id` (`None`: on
+/// keys outside any conversation, such as `cs:msg:<message>` or
+/// `cs:inflight`). One key for the whole store today. Redis Cluster will
+/// need one per hash slot, since a script or a transaction may touch only
+/// the keys of one slot: then this names the sentinel of the slot that
+/// `cs:{<conversation_id>}:…` (or the other key) lives in, and `Life` keeps a
+/// known value per slot.
+fn sentinel_key(_conversation_id: Option<Uuid>) -> &'static str {
+    SENTINEL_KEY
 }
 
 fn meta_keys(conversation_id: Uuid) -> [String; 4] {
@@ -157,6 +202,83 @@ fn internal(what: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(what.to_string())
 }
 
+/// The error code of a script that found the sentinel changed: `LOST now
+/// <value>`, or `LOST vanished`.
+const LOST: &str = "LOST";
+
+fn data_lost() -> EngineError {
+    EngineError::Unavailable(
+        "the log store lost its data; conversations are being rebuilt, retry".into(),
+    )
+}
+
+/// What this node knows of the life of Redis's data, and where a loss of it
+/// is reported. Shared by every operation (the fence) and the health check,
+/// so that one loss is reported once, whichever of them notices it first.
+struct Life {
+    state: Mutex<LifeState>,
+    bus: mpsc::UnboundedSender<BusMessage>,
+}
+
+struct LifeState {
+    /// The sentinel's value in the life this node works in: every fenced
+    /// operation requires it.
+    sentinel: Arc<str>,
+    /// When this node last recorded a loss.
+    lost_at: Option<Instant>,
+}
+
+impl Life {
+    fn new(sentinel: String, bus: mpsc::UnboundedSender<BusMessage>) -> Life {
+        Life {
+            state: Mutex::new(LifeState {
+                sentinel: sentinel.into(),
+                lost_at: None,
+            }),
+            bus,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LifeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sentinel value operations are fenced on now.
+    fn known(&self) -> Arc<str> {
+        self.state().sentinel.clone()
+    }
+
+    /// Redis holds `current` as its sentinel, seen by someone who checked
+    /// it against `checked`. If that is a change from the life this node
+    /// still works in, the loss is recorded: `current` becomes the known
+    /// sentinel, the rebuild window opens, and `LogLost` goes on the bus, so
+    /// that the node rebuilds what it holds. Compare-and-set: when the known
+    /// sentinel is no longer `checked`, someone else recorded this change
+    /// already (or a later one), and a late observer reports nothing. So each
+    /// change is reported exactly once per node.
+    fn record(&self, checked: &str, current: &str) {
+        let mut state = self.state();
+        if *state.sentinel != *checked || current == checked {
+            return;
+        }
+        state.sentinel = current.into();
+        state.lost_at = Some(Instant::now());
+        tracing::error!("Redis lost its data: rebuilding the conversations this node holds");
+        metrics::counter!("chatstream_log_losses_total").increment(1);
+        // Under the lock, so that LogLosts of successive losses keep their order.
+        let _ = self.bus.send(BusMessage::LogLost);
+    }
+
+    /// A conversation is missing: `Ok` (it does not exist) unless Redis
+    /// recently lost its data and nodes may still be rebuilding it.
+    fn missing(&self) -> EngineResult<()> {
+        match self.state().lost_at {
+            Some(at) if at.elapsed() < REBUILD_WINDOW => Err(data_lost()),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl RedisEngine {
     /// Connects to `url` (RESP3 is switched on), subscribes to this node's
     /// control channel and starts watching the connection's health.
@@ -165,6 +287,20 @@ impl RedisEngine {
         node_id: &str,
         history_size: usize,
         conversation_ttl: Duration,
+    ) -> Result<RedisEngine, RedisError> {
+        RedisEngine::connect_with(
+            url,
+            node_id,
+            RedisOptions::new(history_size, conversation_ttl),
+        )
+        .await
+    }
+
+    /// `connect` with every option.
+    pub async fn connect_with(
+        url: &str,
+        node_id: &str,
+        options: RedisOptions,
     ) -> Result<RedisEngine, RedisError> {
         let url = if url.contains("protocol=") {
             url.to_owned()
@@ -185,63 +321,119 @@ impl RedisEngine {
         connection.subscribe(node_channel(node_id)).await?;
         let (bus, bus_receiver) = mpsc::unbounded_channel();
         let (outage_sender, outage_receiver) = mpsc::unbounded_channel();
-        let known_sentinel = sentinel(&mut connection).await?;
-        let lost_at = Arc::new(Mutex::new(None));
+        let life = Arc::new(Life::new(sentinel(&mut connection).await?, bus.clone()));
         let tasks = vec![
-            tokio::spawn(route_pushes(push_receiver, bus.clone(), outage_sender)),
+            tokio::spawn(route_pushes(push_receiver, bus, outage_sender)),
             tokio::spawn(watch_health(
                 connection.clone(),
-                bus,
+                life.clone(),
                 outage_receiver,
-                known_sentinel,
-                lost_at.clone(),
+                options.health_every,
             )),
         ];
         Ok(RedisEngine {
-            lost_at,
+            life,
             node_id: node_id.to_owned(),
             connection,
             script: Script::new(include_str!("redis.lua")),
-            history_size: history_size.max(1),
-            conversation_ttl,
+            history_size: options.history_size.max(1),
+            conversation_ttl: options.conversation_ttl,
             bus_receiver: Mutex::new(Some(bus_receiver)),
             tasks,
         })
     }
 
-    /// Runs one operation of the conversation script; the common arguments
-    /// come first, then `args`.
+    /// Runs one operation of the conversation script, fenced on the
+    /// sentinel this node knows; the common arguments come first, then
+    /// `args`. A missing conversation answers `NotFound` only outside the
+    /// rebuild window after a loss.
     async fn run(
         &self,
         conversation_id: Uuid,
         op: &str,
         args: &[&str],
     ) -> EngineResult<Vec<String>> {
+        let checked = self.life.known();
         let mut invocation = self.script.prepare_invoke();
         for key in meta_keys(conversation_id) {
             invocation.key(key);
         }
         invocation
+            .key(sentinel_key(Some(conversation_id)))
             .arg(op)
             .arg(now_iso())
             .arg(self.history_size)
             .arg(self.conversation_ttl.as_secs().max(1))
-            .arg(events_channel(conversation_id));
+            .arg(&*checked);
         for arg in args {
             invocation.arg(*arg);
         }
         let mut connection = self.connection.clone();
-        match invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(map_error)
-        {
-            Err(EngineError::NotFound) => {
-                self.missing()?;
-                Err(EngineError::NotFound)
+        match invocation.invoke_async(&mut connection).await {
+            Ok(result) => Ok(result),
+            Err(error) if error.code() == Some(LOST) => {
+                let seen = error
+                    .detail()
+                    .and_then(|d| d.strip_prefix("now "))
+                    .map(str::to_owned);
+                Err(self.lost(&checked, seen).await)
             }
-            result => result,
+            Err(error) => match map_error(error) {
+                EngineError::NotFound => {
+                    self.life.missing()?;
+                    Err(EngineError::NotFound)
+                }
+                other => Err(other),
+            },
         }
+    }
+
+    /// Runs the commands `add` puts in a pipeline as one MULTI/EXEC behind
+    /// a GET of the sentinel (the fence of the paths that use no script),
+    /// and reads their answers as `T` (a tuple, one element per command).
+    ///
+    /// A transaction rather than a script: the commands stay the plain
+    /// reads they were, in the same single round trip, with no Lua and no
+    /// script cache to load again after Redis restarted empty; MULTI/EXEC
+    /// runs them with no other client's command in between, and a restart in
+    /// between fails the whole transaction (it is one connection).
+    async fn fenced<T: FromRedisValue>(
+        &self,
+        scope: Option<Uuid>,
+        add: impl FnOnce(&mut redis::Pipeline),
+    ) -> EngineResult<T> {
+        let checked = self.life.known();
+        let mut pipe = redis::pipe();
+        pipe.atomic().get(sentinel_key(scope));
+        add(&mut pipe);
+        let mut connection = self.connection.clone();
+        let mut answers: Vec<Value> = pipe.query_async(&mut connection).await.map_err(map_error)?;
+        if answers.is_empty() {
+            return Err(internal("short reply"));
+        }
+        let seen = Option::<String>::from_redis_value(answers.remove(0)).map_err(internal)?;
+        if seen.as_deref() != Some(&*checked) {
+            return Err(self.lost(&checked, seen).await);
+        }
+        T::from_redis_value(Value::Array(answers)).map_err(internal)
+    }
+
+    /// A fenced operation found the sentinel no longer `checked` (`seen`:
+    /// its value now, `None` when it vanished, and then this node sets a new
+    /// one unless another did first). Records the loss (once: `Life::record`)
+    /// and answers the caller's error: the operation did nothing, and the
+    /// conversations are being rebuilt. Nothing is retried here.
+    async fn lost(&self, checked: &str, seen: Option<String>) -> EngineError {
+        let current = match seen {
+            Some(current) => Some(current),
+            None => sentinel(&mut self.connection.clone()).await.ok(),
+        };
+        // If Redis could not be asked, the sentinel stays `checked`: the next
+        // operation, or the health check, finds the change again.
+        if let Some(current) = current {
+            self.life.record(checked, &current);
+        }
+        data_lost()
     }
 
     /// Reads what `log_event` answers: seq, entry, epoch.
@@ -256,13 +448,9 @@ impl RedisEngine {
         })
     }
 
-    async fn epoch_of(&self, conversation_id: Uuid) -> EngineResult<String> {
-        let mut connection = self.connection.clone();
-        let epoch: Option<String> = connection
-            .hget(&meta_keys(conversation_id)[0], "epoch")
-            .await
-            .map_err(map_error)?;
-        epoch.ok_or(EngineError::NotFound)
+    /// The conversation's epoch: a read of nothing after the newest seq.
+    async fn epoch_of(&self, conversation_id: Uuid) -> EngineResult<Arc<str>> {
+        Ok(self.read(conversation_id, u64::MAX).await?.epoch)
     }
 
     /// Claims a `client_msg_id`, or answers the turn it already started.
@@ -313,7 +501,7 @@ impl RedisEngine {
                     let epoch = self.epoch_of(first.ack.conversation_id).await?;
                     return Ok(Some(Turn {
                         ack: first.ack,
-                        epoch: epoch.into(),
+                        epoch,
                         user_seq: first.user_seq,
                         started: false,
                     }));
@@ -372,41 +560,41 @@ fn parse_publication(channel: &str, payload: &[u8]) -> Option<BusMessage> {
     })
 }
 
-/// Names one life of Redis's data: set once, shared by every node. If it
-/// vanishes or changes, Redis lost its data (restarted without persistence,
-/// or flushed) and every log it held is gone.
-const SENTINEL_KEY: &str = "cs:sentinel";
-
 /// How long after a data loss a missing conversation answers `unavailable`
 /// rather than `not_found`: nodes are still rebuilding what they hold.
 const REBUILD_WINDOW: Duration = Duration::from_secs(15);
 
-/// The sentinel value this node knows, set if Redis has none.
+/// Redis's sentinel now, set (to a fresh value) if it has none: one round
+/// trip.
 async fn sentinel(connection: &mut ConnectionManager) -> Result<String, RedisError> {
     let fresh = Uuid::new_v4().to_string();
-    let _: Option<String> = redis::cmd("SET")
-        .arg(SENTINEL_KEY)
+    let key = sentinel_key(None);
+    let (current,): (Option<String>,) = redis::pipe()
+        .cmd("SET")
+        .arg(key)
         .arg(&fresh)
         .arg("NX")
+        .ignore()
+        .get(key)
         .query_async(connection)
         .await?;
-    let current: Option<String> = connection.get(SENTINEL_KEY).await?;
     Ok(current.unwrap_or(fresh))
 }
 
-/// Pings Redis every second. After an outage (a failed ping or a reported
-/// disconnection), each of the next successful pings tells every watcher to
-/// catch up from the log; a changed sentinel tells every node that the logs
-/// are lost and must be rebuilt.
+/// Reads the sentinel every `every` (a second by default). After an outage
+/// (a failed read or a reported disconnection), each of the next successful
+/// reads tells every watcher to catch up from the log; a changed sentinel is
+/// recorded as a loss (`Life::record`, shared with the fence: whichever sees
+/// a change first reports it), so that every node rebuilds what it holds even
+/// when no operation ran to notice.
 async fn watch_health(
     mut connection: ConnectionManager,
-    bus: mpsc::UnboundedSender<BusMessage>,
+    life: Arc<Life>,
     mut outages: mpsc::UnboundedReceiver<()>,
-    mut known_sentinel: String,
-    lost_at: Arc<Mutex<Option<Instant>>>,
+    every: Duration,
 ) {
     let mut catch_ups_owed = 0u8;
-    let mut tick = tokio::time::interval(HEALTH_EVERY);
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -418,22 +606,18 @@ async fn watch_health(
                 continue;
             }
         }
+        let checked = life.known();
         let Ok(current) = sentinel(&mut connection).await else {
             catch_ups_owed = CATCH_UPS_AFTER_OUTAGE;
             continue;
         };
-        if current != known_sentinel {
-            known_sentinel = current;
-            tracing::error!("Redis lost its data: rebuilding the conversations this node holds");
-            metrics::counter!("chatstream_log_losses_total").increment(1);
-            *lost_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-            if bus.send(BusMessage::LogLost).is_err() {
-                return;
-            }
+        life.record(&checked, &current);
+        if life.bus.is_closed() {
+            return;
         }
         if catch_ups_owed > 0 {
             catch_ups_owed -= 1;
-            if bus.send(BusMessage::CatchUp).is_err() {
+            if life.bus.send(BusMessage::CatchUp).is_err() {
                 return;
             }
         }
@@ -494,17 +678,20 @@ impl Engine for RedisEngine {
     }
 
     async fn conversation(&self, id: Uuid) -> EngineResult<Option<ConversationInfo>> {
-        let mut connection = self.connection.clone();
-        let fields: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(&meta_keys(id)[0])
-            .arg(&["owner", "title", "created_at", "updated_at"])
-            .query_async(&mut connection)
-            .await
-            .map_err(map_error)?;
+        let (fields,): (Vec<Option<String>>,) = self
+            .fenced(Some(id), |pipe| {
+                pipe.cmd("HMGET").arg(&meta_keys(id)[0]).arg(&[
+                    "owner",
+                    "title",
+                    "created_at",
+                    "updated_at",
+                ]);
+            })
+            .await?;
         let [Some(owner), title, Some(created_at), Some(updated_at)] =
             <[Option<String>; 4]>::try_from(fields).map_err(|_| internal("short reply"))?
         else {
-            return self.missing().map(|()| None);
+            return self.life.missing().map(|()| None);
         };
         Ok(Some(ConversationInfo {
             id,
@@ -516,11 +703,12 @@ impl Engine for RedisEngine {
     }
 
     async fn list_conversations(&self, owner: Uuid) -> EngineResult<Vec<ConversationInfo>> {
+        let (ids,): (Vec<String>,) = self
+            .fenced(None, |pipe| {
+                pipe.smembers(user_key(owner));
+            })
+            .await?;
         let mut connection = self.connection.clone();
-        let ids: Vec<String> = connection
-            .smembers(user_key(owner))
-            .await
-            .map_err(map_error)?;
         let mut list = Vec::new();
         for id in ids {
             let Ok(id) = id.parse::<Uuid>() else { continue };
@@ -757,23 +945,23 @@ impl Engine for RedisEngine {
     }
 
     async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>> {
-        let mut connection = self.connection.clone();
-        let conversation: Option<String> = connection
-            .get(message_key(message_id))
-            .await
-            .map_err(map_error)?;
+        let (conversation,): (Option<String>,) = self
+            .fenced(None, |pipe| {
+                pipe.get(message_key(message_id));
+            })
+            .await?;
         let Some(conversation_id) = conversation.and_then(|c| c.parse::<Uuid>().ok()) else {
-            return Ok(None);
+            return self.life.missing().map(|()| None);
         };
         let keys = meta_keys(conversation_id);
-        let (owner, stored): (Option<String>, Option<String>) = redis::pipe()
-            .hget(&keys[0], "owner")
-            .hget(&keys[2], message_id.to_string())
-            .query_async(&mut connection)
-            .await
-            .map_err(map_error)?;
+        let (owner, stored): (Option<String>, Option<String>) = self
+            .fenced(Some(conversation_id), |pipe| {
+                pipe.hget(&keys[0], "owner")
+                    .hget(&keys[2], message_id.to_string());
+            })
+            .await?;
         let (Some(owner), Some(stored)) = (owner, stored) else {
-            return Ok(None);
+            return self.life.missing().map(|()| None);
         };
         #[derive(Deserialize)]
         struct Stored {
@@ -839,11 +1027,14 @@ impl Engine for RedisEngine {
     }
 
     async fn claim_orphans(&self, holder: &str, ttl: Duration) -> EngineResult<Vec<(Uuid, Uuid)>> {
+        // Fenced: an empty list after a loss is no news of orphans. As every
+        // node scans every 500 ms, this also notices a loss on idle nodes.
+        let (members,): (Vec<String>,) = self
+            .fenced(None, |pipe| {
+                pipe.zrange(IN_FLIGHT_KEY, 0, -1);
+            })
+            .await?;
         let mut connection = self.connection.clone();
-        let members: Vec<String> = connection
-            .zrange(IN_FLIGHT_KEY, 0, -1)
-            .await
-            .map_err(map_error)?;
         let replies: Vec<(Uuid, Uuid)> = members
             .iter()
             .filter_map(|m| {
@@ -969,18 +1160,6 @@ impl Engine for RedisEngine {
 }
 
 impl RedisEngine {
-    /// A conversation is missing: `Ok` (it does not exist) unless Redis
-    /// recently lost its data and nodes may still be rebuilding it.
-    fn missing(&self) -> EngineResult<()> {
-        let lost_at = *self.lost_at.lock().unwrap_or_else(|p| p.into_inner());
-        match lost_at {
-            Some(at) if at.elapsed() < REBUILD_WINDOW => Err(EngineError::Unavailable(
-                "the log store lost its data; conversations are being rebuilt, retry".into(),
-            )),
-            _ => Ok(()),
-        }
-    }
-
     /// Appends a delta (at any offset) or an ending, written by `holder`
     /// ('' for anyone); an ending takes the reply out of flight.
     async fn append_event(
