@@ -22,12 +22,16 @@ use crate::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::engine::durable::DurableEngine;
+use crate::engine::redis::RedisOptions;
 use crate::engine::{Engine, MemoryEngine, RedisEngine};
 use crate::http::{self, AppState};
 use crate::providers::Providers;
 
 /// How long a stopping node waits for its generations to hand over.
 const HANDOFF_DEADLINE: Duration = Duration::from_secs(3);
+/// With a durable store, how long after Redis lost its data a conversation no
+/// node has rebuilt answers `unavailable` before it is restored from the store.
+const REBUILD_WINDOW_WITH_STORE: Duration = Duration::from_secs(3);
 /// How long a stopping node waits for its last changes to reach the store.
 const PERSIST_DEADLINE: Duration = Duration::from_secs(3);
 /// How long a stopping node waits for its connections to close.
@@ -46,21 +50,31 @@ impl Node {
     /// Starts a node with the engine its settings choose.
     pub async fn start(mut settings: Settings) -> anyhow::Result<Node> {
         let node_id = settings.node_id.get_or_insert_with(random_node_id).clone();
+        let store_url = store_url(&settings);
         let engine: Arc<dyn Engine> = match &settings.redis_url {
             None => Arc::new(MemoryEngine::new(settings.history_size)),
-            Some(url) => Arc::new(
-                RedisEngine::connect(
-                    url,
-                    &node_id,
+            Some(url) => {
+                let mut options = RedisOptions::new(
                     settings.history_size,
                     Duration::from_secs(settings.conversation_ttl_secs),
+                );
+                if store_url.is_some() {
+                    // Nodes rebuild what they hold within a second of a
+                    // loss (the fence); after that, the store restores the
+                    // rest rather than have clients wait.
+                    options.rebuild_window = REBUILD_WINDOW_WITH_STORE;
+                }
+                Arc::new(
+                    RedisEngine::connect_with(url, &node_id, options)
+                        .await
+                        .with_context(|| {
+                            format!("connecting to Redis at {}", without_password(url))
+                        })?,
                 )
-                .await
-                .with_context(|| format!("connecting to Redis at {}", without_password(url)))?,
-            ),
+            }
         };
         let providers = default_providers(&settings)?;
-        let Some(url) = store_url(&settings) else {
+        let Some(url) = store_url else {
             tracing::warn!(
                 "DATABASE_URL is not set: running without a durable store; conversations live only in Redis"
             );

@@ -799,7 +799,7 @@ impl ReadinessSampler {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let recorded = samples.clone();
         let task = tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = common::http_client();
             loop {
                 for url in &urls {
                     let response = http.get(url).send().await.unwrap();
@@ -1346,19 +1346,18 @@ async fn the_store_keeps_a_done_replys_finish_reason_and_usage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: text appends do not renew a conversation's Redis TTL, so a reply that \
-            streams longer than CONVERSATION_TTL_SECS loses its conversation mid-reply"]
 async fn a_reply_streaming_longer_than_the_conversation_ttl_ends_normally() {
     bounded(async {
         let cluster = Cluster::start(2, |s| {
-            s.conversation_ttl_secs = 1;
-            s.demo_token_delay_ms = 40;
+            // Twice the lease renewals' period at least: they extend it.
+            s.conversation_ttl_secs = 3;
+            s.demo_token_delay_ms = 100;
             s.demo_reply_tokens = 75;
         })
         .await;
         let nodes: Vec<&TestNode> = cluster.nodes.iter().collect();
         let (token, _) = nodes[0].guest().await;
-        let question = "a reply of three seconds, please";
+        let question = "a reply of seven seconds, please";
         let mut stream = Stream::start(nodes[0], nodes[1], &token, question).await;
         for ending in stream.until_over().await {
             assert_eq!(ending["event"]["kind"], "done", "{ending}");

@@ -33,7 +33,7 @@ fn without_secrets(data_dir: &Path) -> Settings {
 async fn start(settings: Settings) -> TestNode {
     TestNode {
         node: Node::start(settings).await.expect("node starts"),
-        http: reqwest::Client::new(),
+        http: common::http_client(),
     }
 }
 

@@ -273,6 +273,12 @@ if op == 'lease' then
     return {'0'}
   end
   redis.call('SET', lease_key(id), holder, 'PX', ARGV[8])
+  -- A reply streaming for longer than half the conversation's lifetime
+  -- extends it (touching every key each second would cost a long
+  -- conversation dearly), so no key expires under a streaming reply.
+  if redis.call('TTL', meta) < ttl / 2 then
+    touch(ttl)
+  end
   return {'1'}
 end
 

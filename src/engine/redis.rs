@@ -56,6 +56,11 @@ pub struct RedisOptions {
     /// repeats catch-ups after an outage. Operations notice a data loss by
     /// themselves (the fence): this only bounds how soon an idle node does.
     pub health_every: Duration,
+    /// How long after a data loss a missing conversation answers
+    /// `unavailable` rather than `not_found`: the time nodes get to rebuild
+    /// what they hold before it counts as gone (or, with a durable store,
+    /// before the store's older copy is restored instead).
+    pub rebuild_window: Duration,
 }
 
 impl RedisOptions {
@@ -64,6 +69,7 @@ impl RedisOptions {
             history_size,
             conversation_ttl,
             health_every: HEALTH_EVERY,
+            rebuild_window: REBUILD_WINDOW,
         }
     }
 }
@@ -218,6 +224,7 @@ fn data_lost() -> EngineError {
 struct Life {
     state: Mutex<LifeState>,
     bus: mpsc::UnboundedSender<BusMessage>,
+    rebuild_window: Duration,
 }
 
 struct LifeState {
@@ -229,13 +236,18 @@ struct LifeState {
 }
 
 impl Life {
-    fn new(sentinel: String, bus: mpsc::UnboundedSender<BusMessage>) -> Life {
+    fn new(
+        sentinel: String,
+        bus: mpsc::UnboundedSender<BusMessage>,
+        rebuild_window: Duration,
+    ) -> Life {
         Life {
             state: Mutex::new(LifeState {
                 sentinel: sentinel.into(),
                 lost_at: None,
             }),
             bus,
+            rebuild_window,
         }
     }
 
@@ -273,7 +285,7 @@ impl Life {
     /// recently lost its data and nodes may still be rebuilding it.
     fn missing(&self) -> EngineResult<()> {
         match self.state().lost_at {
-            Some(at) if at.elapsed() < REBUILD_WINDOW => Err(data_lost()),
+            Some(at) if at.elapsed() < self.rebuild_window => Err(data_lost()),
             _ => Ok(()),
         }
     }
@@ -321,7 +333,11 @@ impl RedisEngine {
         connection.subscribe(node_channel(node_id)).await?;
         let (bus, bus_receiver) = mpsc::unbounded_channel();
         let (outage_sender, outage_receiver) = mpsc::unbounded_channel();
-        let life = Arc::new(Life::new(sentinel(&mut connection).await?, bus.clone()));
+        let life = Arc::new(Life::new(
+            sentinel(&mut connection).await?,
+            bus.clone(),
+            options.rebuild_window,
+        ));
         let tasks = vec![
             tokio::spawn(route_pushes(push_receiver, bus, outage_sender)),
             tokio::spawn(watch_health(

@@ -31,6 +31,16 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-bytes";
 pub const AUTH_SECRET: &str = "test-auth-secret-of-at-least-32-bytes";
 
+/// An HTTP client that never reuses a connection the node may be closing:
+/// actix closes idle keep-alive connections after 5 s, and a request sent on
+/// one at that moment fails ("connection closed before message completed").
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client")
+}
+
 /// Settings for a fast test node on a free port.
 pub fn test_settings() -> Settings {
     let mut settings = Settings::defaults();
@@ -60,7 +70,7 @@ impl TestNode {
         configure(&mut settings);
         TestNode {
             node: Node::start(settings).await.expect("node starts"),
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
@@ -134,7 +144,7 @@ pub struct Guest {
 
 impl Guest {
     pub async fn new(addr: std::net::SocketAddr) -> Guest {
-        let http = reqwest::Client::new();
+        let http = http_client();
         let base = format!("http://{addr}");
         let guest: Value = http
             .post(format!("{base}/api/auth/guest"))
