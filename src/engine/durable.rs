@@ -34,6 +34,7 @@ use super::{
     MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest,
 };
 use crate::protocol::{Event, Message, MessageStatus, Usage};
+use crate::store::group_commit::GroupCommit;
 use crate::store::{Store, StoreError, StoreWrite, StoredConversation, StoredMessage};
 
 /// How long a turn or an ending waits for the store before it goes ahead and
@@ -98,6 +99,8 @@ pub struct DurableEngine {
     engine: Arc<dyn Engine>,
     store: Arc<dyn Store>,
     journal: mpsc::UnboundedSender<Pending>,
+    /// Direct writes, committed together when they arrive together.
+    group: GroupCommit,
     store_down_until: Mutex<Option<Instant>>,
 }
 
@@ -107,8 +110,9 @@ impl DurableEngine {
         let (journal, receiver) = mpsc::unbounded_channel();
         let durable = DurableEngine {
             engine,
-            store,
             journal,
+            group: GroupCommit::new(store.clone()),
+            store,
             store_down_until: Mutex::new(None),
         };
         (durable, receiver)
@@ -182,7 +186,7 @@ impl DurableEngine {
     /// take is handed to the persister as `retry`.
     async fn write_now(&self, writes: Vec<StoreWrite>, retry: Pending) {
         if !self.store_recently_down() {
-            match tokio::time::timeout(DIRECT_WRITE_WAIT, self.store.apply(&writes)).await {
+            match tokio::time::timeout(DIRECT_WRITE_WAIT, self.group.apply(writes)).await {
                 Ok(Ok(())) => return,
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "the store refused a write; the persister retries it")

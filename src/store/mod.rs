@@ -40,6 +40,7 @@
 //! finds it). Both ignore case (PostgreSQL folds non-ASCII letters as the
 //! database's `LC_CTYPE` does; `C.UTF-8` and any UTF-8 locale fold them).
 
+pub mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 

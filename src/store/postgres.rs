@@ -156,6 +156,10 @@ impl PostgresStore {
             .max_connections(MAX_CONNECTIONS)
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A query on a dead connection fails as Unavailable and is
+            // retried anyway: a ping before every acquire only adds a round
+            // trip to each write.
+            .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(options);
         Ok(PostgresStore { pool })
