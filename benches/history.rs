@@ -66,12 +66,6 @@ const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const FILL_BATCH: usize = 500;
 
 fn main() -> anyhow::Result<()> {
-    // `cargo test --all-targets` runs bench targets too, without `--bench`:
-    // the measurements take minutes and are for `cargo bench` only.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("history benchmarks: run them with `cargo bench --bench history`");
-        return Ok(());
-    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -83,6 +77,12 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("serve-memory") {
         let bind = args.get(1).context("serve-memory ADDRESS:PORT")?;
         return runtime.block_on(serve_memory(bind));
+    }
+    // `cargo test --all-targets` runs bench targets too, without `--bench`:
+    // the measurements take minutes and are for `cargo bench` only.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("history benchmarks: run them with `cargo bench --bench history`");
+        return Ok(());
     }
     let filter = args.first().cloned();
     runtime.block_on(run(filter))

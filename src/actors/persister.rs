@@ -28,8 +28,10 @@ use crate::store::{Store, StoreWrite, StoredMessage};
 const TICK: Duration = Duration::from_millis(100);
 /// The most often a streaming reply's text is written.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// Messages written in one transaction at most.
-const BATCH: usize = 500;
+/// Messages written in one transaction at most: short transactions hold
+/// their conversations' locks (PostgreSQL) or the one writer's (SQLite) only
+/// briefly, so turns and endings written meanwhile do not wait behind them.
+const BATCH: usize = 50;
 /// Longest wait for one batch before it counts as failed.
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest pause between retries while the store is down.

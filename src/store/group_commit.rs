@@ -1,5 +1,6 @@
-//! Group commit: writers that arrive while a transaction is in progress are
-//! written together in the next one.
+//! Group commit, for a store with one writer at a time (SQLite): writers
+//! that arrive while a transaction is in progress are written together in
+//! the next one.
 //!
 //! Turns and endings are written one by one, each before its ack or its
 //! ending, and many start at once under load. One transaction each would

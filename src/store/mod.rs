@@ -174,6 +174,12 @@ pub trait Store: Send + Sync + 'static {
     /// "sqlite" or "postgres".
     fn name(&self) -> &'static str;
 
+    /// Whether the database runs one write transaction at a time (SQLite),
+    /// so that concurrent writers are better grouped into one.
+    fn single_writer(&self) -> bool {
+        false
+    }
+
     /// Answers Ok when the database answers a query.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -241,6 +241,10 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn single_writer(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
