@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::NodeContext;
 use super::generations::{GenerationSpec, GenerationsMsg};
+use crate::engine::durable::stored_conversation;
 use crate::engine::{ConversationInfo, Turn, TurnRequest};
 use crate::protocol::{
     ApiError, ConversationDetail, ConversationListing, ConversationSummary, ErrorCode,
@@ -57,32 +58,36 @@ impl Chat {
         before: Option<&str>,
     ) -> Result<ConversationListing, ApiError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        if let Some(store) = self.context.store() {
-            let page = store
-                .list_conversations(user, limit, before)
-                .await
-                .map_err(store_error)?;
-            return Ok(ConversationListing {
-                conversations: page
-                    .conversations
-                    .into_iter()
-                    .map(|c| ConversationSummary {
-                        id: c.id,
-                        title: c.title,
-                        created_at: c.created_at,
-                        updated_at: c.updated_at,
-                    })
-                    .collect(),
-                next: page.next,
-            });
+        let page = match self.context.store() {
+            Some(store) => store.list_conversations(user, limit, before).await,
+            None => {
+                let list = self
+                    .context
+                    .engine
+                    .list_conversations(user)
+                    .await
+                    .map_err(|e| e.into_api("conversation"))?;
+                crate::store::page_of(
+                    list.iter().map(stored_conversation).collect(),
+                    limit,
+                    before,
+                )
+            }
         }
-        let list = self
-            .context
-            .engine
-            .list_conversations(user)
-            .await
-            .map_err(|e| e.into_api("conversation"))?;
-        paged(list.into_iter().map(summary).collect(), limit, before)
+        .map_err(store_error)?;
+        Ok(ConversationListing {
+            conversations: page
+                .conversations
+                .into_iter()
+                .map(|c| ConversationSummary {
+                    id: c.id,
+                    title: c.title,
+                    created_at: c.created_at,
+                    updated_at: c.updated_at,
+                })
+                .collect(),
+            next: page.next,
+        })
     }
 
     /// The user's own messages matching `query`, best first.
@@ -259,40 +264,6 @@ pub const MAX_SEARCH_RESULTS: usize = 50;
 /// The longest search query, in characters.
 const MAX_QUERY_CHARS: usize = 500;
 
-/// A listing page cut from a whole list, for nodes without a store. The
-/// cursor names the last entry shown (its update time and id), so that
-/// conversations updated meanwhile are neither repeated nor skipped by the
-/// order they had.
-fn paged(
-    mut list: Vec<ConversationSummary>,
-    limit: usize,
-    before: Option<&str>,
-) -> Result<ConversationListing, ApiError> {
-    let key = |c: &ConversationSummary| (c.updated_at.timestamp_micros(), c.id);
-    list.sort_by_key(|c| std::cmp::Reverse(key(c)));
-    if let Some(cursor) = before {
-        let after = parse_cursor(cursor).ok_or_else(|| ApiError::bad_request("invalid cursor"))?;
-        list.retain(|c| key(c) < after);
-    }
-    let more = list.len() > limit;
-    list.truncate(limit);
-    let next = more
-        .then(|| {
-            list.last()
-                .map(|c| format!("{}_{}", c.updated_at.timestamp_micros(), c.id))
-        })
-        .flatten();
-    Ok(ConversationListing {
-        conversations: list,
-        next,
-    })
-}
-
-fn parse_cursor(cursor: &str) -> Option<(i64, Uuid)> {
-    let (micros, id) = cursor.split_once('_')?;
-    Some((micros.parse().ok()?, id.parse().ok()?))
-}
-
 /// The contract's error for a store failure; the detail goes to the log.
 fn store_error(error: StoreError) -> ApiError {
     match error {
@@ -305,14 +276,5 @@ fn store_error(error: StoreError) -> ApiError {
             tracing::error!(%detail, "the durable store failed");
             ApiError::internal("history could not be read")
         }
-    }
-}
-
-fn summary(info: ConversationInfo) -> ConversationSummary {
-    ConversationSummary {
-        id: info.id,
-        title: info.title,
-        created_at: info.created_at,
-        updated_at: info.updated_at,
     }
 }

@@ -378,6 +378,24 @@ pub(crate) fn finish_page(
     }
 }
 
+/// One page of a whole list of conversations, with the stores' cursors and
+/// order (newest first, ties by id): the listing of a node without a store.
+pub fn page_of(
+    mut conversations: Vec<StoredConversation>,
+    limit: usize,
+    before: Option<&str>,
+) -> StoreResult<ConversationPage> {
+    let key = |c: &StoredConversation| (micros(c.updated_at), c.id);
+    conversations.sort_by_key(|c| std::cmp::Reverse(key(c)));
+    if let Some(cursor) = before {
+        let after = decode_cursor(cursor)?;
+        conversations.retain(|c| key(c) < (after.updated_at_micros, after.id));
+    }
+    let (limit, _) = page_query_limit(limit);
+    conversations.truncate(limit + 1);
+    Ok(finish_page(conversations, limit))
+}
+
 /// A position in a listing: the last conversation of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cursor {
@@ -486,6 +504,42 @@ pub(crate) fn map_sqlx_error(error: sqlx::Error, unavailable: impl Fn(&str) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_list_pages_each_conversation_once_newest_first() {
+        let owner = Uuid::new_v4();
+        let list: Vec<StoredConversation> = (0..25)
+            .map(|i| {
+                // Five share each update time: ties are broken by id.
+                let at = DateTime::from_timestamp_micros(1_780_000_000_000_000 + i / 5).unwrap();
+                StoredConversation {
+                    id: Uuid::new_v4(),
+                    owner,
+                    title: None,
+                    created_at: at,
+                    updated_at: at,
+                }
+            })
+            .collect();
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = page_of(list.clone(), 4, before.as_deref()).unwrap();
+            assert!(page.conversations.len() <= 4);
+            seen.extend(page.conversations);
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        let mut expected = list.clone();
+        expected.sort_by_key(|c| std::cmp::Reverse((c.updated_at, c.id)));
+        assert_eq!(seen, expected);
+        assert_eq!(
+            page_of(list, 4, Some("garbage")).unwrap_err(),
+            StoreError::InvalidCursor
+        );
+    }
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
