@@ -43,6 +43,7 @@ use anyhow::{Context as _, bail};
 use chatstream::config::Settings;
 use chatstream::engine::{ConversationInfo, Engine, MemoryEngine, Snapshot};
 use chatstream::node::Node;
+use chatstream::protocol::UserId;
 use chatstream::protocol::{ConversationDetail, Message, MessageStatus, Role, Usage};
 use chatstream::store::{
     PostgresStore, SqliteStore, Store, StoreWrite, StoredConversation, StoredMessage,
@@ -885,7 +886,7 @@ impl TextGen {
 /// its writes in order (the conversation first).
 fn conversation_writes(
     text_gen: &mut TextGen,
-    owner: Uuid,
+    owner: UserId,
     messages: usize,
     start: DateTime<Utc>,
     mut plant: impl FnMut(usize, &mut String),
@@ -1076,10 +1077,10 @@ impl BenchNode {
     async fn start(
         name: &'static str,
         settings: Settings,
-        user: Uuid,
+        user: UserId,
     ) -> anyhow::Result<BenchNode> {
         let node = Node::start(settings.clone()).await?;
-        let token = node.state.auth.issue_for(user).token;
+        let token = node.state.auth.issue_for(user.clone()).token;
         Ok(BenchNode {
             name,
             settings,
@@ -1128,7 +1129,7 @@ impl Bench {
             stores.push(("PostgreSQL", store.clone()));
         }
 
-        let user = Uuid::new_v4();
+        let user = UserId::new_guest();
         let mut text_gen = TextGen::new(1);
         let mut writes = Vec::new();
         let mut conversations = Vec::new();
@@ -1136,7 +1137,7 @@ impl Bench {
         for _ in 0..sizes.long_conversations {
             let (id, w) = conversation_writes(
                 &mut text_gen,
-                user,
+                user.clone(),
                 sizes.conversation_messages,
                 start,
                 |_, _| {},
@@ -1145,7 +1146,7 @@ impl Bench {
             writes.extend(w);
         }
         // A small conversation that warms each node's store path up, untimed.
-        let (warm, w) = conversation_writes(&mut text_gen, user, 2, start, |_, _| {});
+        let (warm, w) = conversation_writes(&mut text_gen, user.clone(), 2, start, |_, _| {});
         writes.extend(w);
         fill(&stores, &writes).await?;
         let bytes: usize = writes
@@ -1166,12 +1167,16 @@ impl Bench {
         // Nodes: the embedded default (memory engine, SQLite in DATA_DIR) and
         // the memory engine with PostgreSQL (DATABASE_URL).
         let mut nodes =
-            vec![BenchNode::start("SQLite", node_settings(&data_dir, None), user).await?];
+            vec![BenchNode::start("SQLite", node_settings(&data_dir, None), user.clone()).await?];
         if let Some((url, _)) = &postgres {
             let dir = self.scratch.join("conversation-pg-node");
             nodes.push(
-                BenchNode::start("PostgreSQL", node_settings(&dir, Some(url.clone())), user)
-                    .await?,
+                BenchNode::start(
+                    "PostgreSQL",
+                    node_settings(&dir, Some(url.clone())),
+                    user.clone(),
+                )
+                .await?,
             );
         }
         let http = reqwest::Client::new();
@@ -1417,12 +1422,12 @@ impl Bench {
 
         // The user's conversations and others', in random order, updated over
         // the past 90 days; one in 50 shares its update time with another.
-        let user = Uuid::new_v4();
+        let user = UserId::new_guest();
         let mut rng = StdRng::seed_from_u64(2);
         let now = chatstream::store::store_precision(Utc::now());
-        let mut owners: Vec<Uuid> = vec![user; sizes.listed];
+        let mut owners: Vec<UserId> = vec![user.clone(); sizes.listed];
         for _ in 0..sizes.other_users {
-            let other = Uuid::new_v4();
+            let other = UserId::new_guest();
             owners.extend(std::iter::repeat_n(other, sizes.other_conversations_each));
         }
         owners.shuffle(&mut rng);
@@ -1455,7 +1460,7 @@ impl Bench {
         let mut seen = 0;
         while seen < sizes.listed / 2 {
             let page = sqlite
-                .list_conversations(user, 200, cursor.as_deref())
+                .list_conversations(&user, 200, cursor.as_deref())
                 .await?;
             seen += page.conversations.len();
             cursor = page.next;
@@ -1478,13 +1483,15 @@ impl Bench {
                 .map(|(_, store)| {
                     let store = store.clone();
                     let before = before.clone();
+                    let user = user.clone();
                     job(move |_| {
                         let store = store.clone();
                         let before = before.clone();
+                        let user = user.clone();
                         async move {
                             let page = store
                                 .list_conversations(
-                                    user,
+                                    &user,
                                     limit,
                                     before.as_deref().map(String::as_str),
                                 )
@@ -1509,14 +1516,16 @@ impl Bench {
             .iter()
             .map(|(_, store)| {
                 let store = store.clone();
+                let user = user.clone();
                 job(move |_| {
                     let store = store.clone();
+                    let user = user.clone();
                     async move {
                         let mut cursor: Option<String> = None;
                         let mut seen = 0;
                         loop {
                             let page = store
-                                .list_conversations(user, 200, cursor.as_deref())
+                                .list_conversations(&user, 200, cursor.as_deref())
                                 .await?;
                             seen += page.conversations.len();
                             match page.next {
@@ -1542,12 +1551,16 @@ impl Bench {
 
         // Through HTTP: GET /api/conversations on a node on each store.
         let mut nodes =
-            vec![BenchNode::start("SQLite", node_settings(&data_dir, None), user).await?];
+            vec![BenchNode::start("SQLite", node_settings(&data_dir, None), user.clone()).await?];
         if let Some((url, _)) = &postgres {
             let dir = self.scratch.join("listing-pg-node");
             nodes.push(
-                BenchNode::start("PostgreSQL", node_settings(&dir, Some(url.clone())), user)
-                    .await?,
+                BenchNode::start(
+                    "PostgreSQL",
+                    node_settings(&dir, Some(url.clone())),
+                    user.clone(),
+                )
+                .await?,
             );
         }
         let http = reqwest::Client::new();
@@ -1661,10 +1674,10 @@ impl Bench {
             stores.push(("PostgreSQL", store.clone()));
         }
 
-        let searcher = Uuid::new_v4();
-        let mut owners: Vec<Uuid> = vec![searcher; sizes.searcher_conversations];
+        let searcher = UserId::new_guest();
+        let mut owners: Vec<UserId> = vec![searcher.clone(); sizes.searcher_conversations];
         for _ in 0..sizes.search_other_users {
-            let other = Uuid::new_v4();
+            let other = UserId::new_guest();
             owners.extend(std::iter::repeat_n(
                 other,
                 sizes.search_other_conversations_each,
@@ -1695,18 +1708,19 @@ impl Bench {
         for (c, owner) in owners.iter().enumerate() {
             let is_searcher = *owner == searcher;
             let started = start + TimeDelta::minutes(c as i64);
-            let (_, w) = conversation_writes(&mut text_gen, *owner, per, started, |_, content| {
-                let planted = if is_searcher {
-                    searcher_index += 1;
-                    rare_searcher.contains(&(searcher_index - 1))
-                } else {
-                    other_index += 1;
-                    rare_other.contains(&(other_index - 1))
-                };
-                if planted {
-                    content.push_str(&format!(" The {RARE_WORD} smiled at the camera."));
-                }
-            });
+            let (_, w) =
+                conversation_writes(&mut text_gen, owner.clone(), per, started, |_, content| {
+                    let planted = if is_searcher {
+                        searcher_index += 1;
+                        rare_searcher.contains(&(searcher_index - 1))
+                    } else {
+                        other_index += 1;
+                        rare_other.contains(&(other_index - 1))
+                    };
+                    if planted {
+                        content.push_str(&format!(" The {RARE_WORD} smiled at the camera."));
+                    }
+                });
             for write in &w {
                 if let StoreWrite::Message(m) = write {
                     let words = words_of(&m.message.content);
@@ -1759,10 +1773,12 @@ impl Bench {
                 .iter()
                 .map(|(_, store)| {
                     let store = store.clone();
+                    let searcher = searcher.clone();
                     job(move |_| {
                         let store = store.clone();
+                        let searcher = searcher.clone();
                         async move {
-                            std::hint::black_box(store.search(searcher, query, 20).await?);
+                            std::hint::black_box(store.search(&searcher, query, 20).await?);
                             Ok(())
                         }
                     })
@@ -1772,7 +1788,7 @@ impl Bench {
             for (name, store) in &stores {
                 found.push(format!(
                     "{name} {}",
-                    store.search(searcher, query, 50).await?.len()
+                    store.search(&searcher, query, 50).await?.len()
                 ));
             }
             let samples =

@@ -22,6 +22,7 @@ use chatstream::actors::directory::ActorDirectory;
 use chatstream::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
 use chatstream::config::Settings;
 use chatstream::engine::{Engine, MemoryEngine, TextAppend, TurnRequest};
+use chatstream::protocol::UserId;
 use chatstream::protocol::{Event, LogEntry, ServerFrame};
 use chatstream::providers::{DemoProvider, Providers};
 use ractor::{Actor, ActorRef};
@@ -140,9 +141,9 @@ async fn memory_engine_append() {
     const DELTAS_PER_REPLY: usize = 500;
     let engine = MemoryEngine::new(10_000);
     let mut bus = engine.take_bus().expect("the bus");
-    let user = Uuid::new_v4();
+    let user = UserId::new_guest();
     let conversation = engine
-        .create_conversation(user, None)
+        .create_conversation(user.clone(), None)
         .await
         .expect("a conversation")
         .id;
@@ -152,7 +153,7 @@ async fn memory_engine_append() {
     for _ in 0..REPLIES {
         let turn = engine
             .start_turn(TurnRequest {
-                user,
+                user: user.clone(),
                 conversation_id: Some(conversation),
                 content: "How do actors work?".into(),
                 model: "demo".into(),
@@ -231,16 +232,16 @@ async fn actor_pipeline(
 
     let mut conversations = Vec::new();
     for _ in 0..clients {
-        let user = Uuid::new_v4();
+        let user = UserId::new_guest();
         let conversation = engine
-            .create_conversation(user, None)
+            .create_conversation(user.clone(), None)
             .await
             .expect("a conversation")
             .id;
-        let sender = open(&actors, &chat, user).await;
+        let sender = open(&actors, &chat, user.clone()).await;
         let mut followers = Vec::new();
         for _ in 0..watchers {
-            let (actor, mut outbox) = open(&actors, &chat, user).await;
+            let (actor, mut outbox) = open(&actors, &chat, user.clone()).await;
             actor
                 .cast(ConnectionMsg::Text(format!(
                     r#"{{"type":"subscribe","id":"s","conversation_id":"{conversation}"}}"#
@@ -302,7 +303,7 @@ async fn actor_pipeline(
 async fn open(
     actors: &NodeActors,
     chat: &Chat,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> (ActorRef<ConnectionMsg>, OutboxReceiver) {
     let (outbox, receiver) = Outbox::channel(1 << 16);
     let args = ConnectionArgs {

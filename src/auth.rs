@@ -6,11 +6,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::protocol::{ApiError, ErrorCode};
+use crate::protocol::{ApiError, ErrorCode, UserId};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
-    sub: Uuid,
+    sub: String,
     exp: i64,
     iat: i64,
     /// Makes every token distinct, also two issued for one user in the same
@@ -23,7 +23,7 @@ struct Claims {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GuestToken {
     pub token: String,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -49,19 +49,19 @@ impl Auth {
 
     /// A token for a new guest.
     pub fn issue_guest(&self) -> GuestToken {
-        self.issue_for(Uuid::new_v4())
+        self.issue_for(UserId::new_guest())
     }
 
     /// A new token for `user_id`, valid for the full lifetime from now: what
     /// `POST /api/auth/refresh` answers. Tokens issued before stay valid
     /// until they expire.
-    pub fn issue_for(&self, user_id: Uuid) -> GuestToken {
+    pub fn issue_for(&self, user_id: UserId) -> GuestToken {
         let now = Utc::now();
         // Whole seconds, so that `expires_at` is exactly the instant of `exp`.
         let expires_at =
             DateTime::from_timestamp((now + self.ttl).timestamp(), 0).expect("in range");
         let claims = Claims {
-            sub: user_id,
+            sub: user_id.to_string(),
             exp: expires_at.timestamp(),
             iat: now.timestamp(),
             jti: Some(Uuid::new_v4()),
@@ -77,9 +77,8 @@ impl Auth {
 
     /// The user a token names, if it is valid and unexpired. The refusal is
     /// a sentence for people; the library's reason goes to the log.
-    pub fn verify(&self, token: &str) -> Result<Uuid, ApiError> {
+    pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims.sub)
             .map_err(|e| {
                 tracing::debug!(error = %e, "token refused");
                 let message = match e.kind() {
@@ -87,6 +86,10 @@ impl Auth {
                     _ => "the token is not valid",
                 };
                 ApiError::new(ErrorCode::Unauthorized, message)
+            })
+            .and_then(|data| {
+                UserId::parse(&data.claims.sub)
+                    .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the token is not valid"))
             })
     }
 }
@@ -119,7 +122,7 @@ mod tests {
         let auth = Auth::new(secret, std::time::Duration::from_secs(60));
         let key = EncodingKey::from_secret(secret);
         let expired = Claims {
-            sub: Uuid::new_v4(),
+            sub: Uuid::new_v4().to_string(),
             exp: Utc::now().timestamp() - 10,
             iat: 0,
             jti: None,
@@ -154,7 +157,7 @@ mod tests {
         assert_eq!(error.message, "the token is not valid");
         let key = EncodingKey::from_secret(b"secret-one");
         let expired = Claims {
-            sub: Uuid::new_v4(),
+            sub: Uuid::new_v4().to_string(),
             exp: Utc::now().timestamp() - 10,
             iat: 0,
             jti: None,
@@ -170,7 +173,7 @@ mod tests {
     fn a_renewal_is_a_new_token_for_the_same_user() {
         let auth = Auth::new(b"secret", std::time::Duration::from_secs(3600));
         let guest = auth.issue_guest();
-        let renewed = auth.issue_for(guest.user_id);
+        let renewed = auth.issue_for(guest.user_id.clone());
         assert_eq!(renewed.user_id, guest.user_id);
         assert_ne!(
             renewed.token, guest.token,
@@ -204,6 +207,6 @@ mod tests {
         let token =
             jsonwebtoken::encode(&Header::default(), &old, &EncodingKey::from_secret(secret))
                 .unwrap();
-        assert_eq!(auth.verify(&token).unwrap(), user);
+        assert_eq!(auth.verify(&token).unwrap(), UserId::from(user));
     }
 }

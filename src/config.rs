@@ -66,6 +66,12 @@ pub struct Settings {
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 65_536)]
     pub max_frame_bytes: usize,
 
+    /// Bytes queued for one socket before it counts as too slow (4001); a
+    /// single frame larger than this still goes out when nothing waits
+    /// before it.
+    #[arg(long, env = "OUTBOX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub outbox_bytes: usize,
+
     /// Frames queued for one socket before it counts as too slow (4001).
     #[arg(long, env = "OUTBOX_FRAMES", default_value_t = 1024)]
     pub outbox_frames: usize,
@@ -77,6 +83,70 @@ pub struct Settings {
     /// Conversations one connection may follow at once.
     #[arg(long, env = "MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_subscriptions: usize,
+
+    /// WebSocket connections one user may hold open on this node; over it,
+    /// the new one gets `rate_limited` and close 4029.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_connections_per_user: usize,
+
+    /// Replies one user may have streaming at once, across the cluster.
+    #[arg(long, env = "MAX_GENERATIONS_PER_USER", default_value_t = 4)]
+    pub max_generations_per_user: usize,
+
+    /// Conversations one user may have at once (a delete frees a place).
+    #[arg(long, env = "MAX_CONVERSATIONS_PER_USER", default_value_t = 10_000)]
+    pub max_conversations_per_user: usize,
+
+    /// Messages of one conversation, user and assistant together.
+    #[arg(long, env = "MAX_MESSAGES_PER_CONVERSATION", default_value_t = 2_000)]
+    pub max_messages_per_conversation: usize,
+
+    /// Guest tokens one IP address may obtain per minute.
+    #[arg(long, env = "GUEST_TOKENS_PER_MINUTE", default_value_t = 20)]
+    pub guest_tokens_per_minute: u32,
+
+    /// Requests per second one user may make under `/api/` (bursts of
+    /// twice as many).
+    #[arg(long, env = "API_REQUESTS_PER_SECOND", default_value_t = 20)]
+    pub api_requests_per_second: u32,
+
+    /// Peers whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are believed (comma-separated addresses or CIDR
+    /// ranges, e.g. the balancer's); from anyone else they are ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Origins besides the node's own allowed to open a WebSocket
+    /// (comma-separated, e.g. `https://chat.example.com`).
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Whether `POST /api/auth/guest` issues guest identities.
+    #[arg(long, env = "GUEST_ACCESS", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub guest_access: bool,
+
+    /// A JWKS document on disk holding an identity provider's public keys;
+    /// its RS256 and ES256 tokens are then accepted besides guest tokens.
+    #[arg(long, env = "JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<std::path::PathBuf>,
+
+    /// The identity provider's JWKS URL (fetched, cached, and fetched again
+    /// when a token names an unknown key).
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// The `iss` that identity-provider tokens must carry.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` that identity-provider tokens must hold.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed on an identity-provider token's `exp`, in seconds
+    /// (at most 60).
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
 
     /// Log entries kept per conversation for resuming; older positions get a snapshot.
     #[arg(long, env = "HISTORY_SIZE", default_value_t = 10_000)]

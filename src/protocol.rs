@@ -18,6 +18,55 @@ pub const MAX_CONTENT_CHARS: usize = 32_000;
 /// Longest client frame `id`, in Unicode scalar values.
 pub const MAX_FRAME_ID_CHARS: usize = 64;
 
+/// Who a user is: a guest's UUID, or the `sub` of an identity provider's
+/// token (1 to 256 characters). Cheap to clone, compared as a string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(std::sync::Arc<str>);
+
+/// Longest `sub` accepted as a user id, in Unicode scalar values.
+pub const MAX_USER_ID_CHARS: usize = 256;
+
+impl UserId {
+    /// A new guest: a random UUID.
+    pub fn new_guest() -> UserId {
+        UserId::from(Uuid::new_v4())
+    }
+
+    /// A user id from an identity provider's `sub`, if it has 1 to 256
+    /// characters.
+    pub fn parse(sub: &str) -> Option<UserId> {
+        let chars = sub.chars().count();
+        (1..=MAX_USER_ID_CHARS)
+            .contains(&chars)
+            .then(|| UserId(sub.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Uuid> for UserId {
+    fn from(guest: Uuid) -> UserId {
+        UserId(guest.hyphenated().to_string().into())
+    }
+}
+
+impl std::str::FromStr for UserId {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<UserId, Self::Err> {
+        UserId::parse(text).ok_or("a user id has 1 to 256 characters")
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -307,7 +356,7 @@ pub enum ServerFrame {
     Welcome {
         node_id: String,
         connection_id: Uuid,
-        user_id: Uuid,
+        user_id: UserId,
         protocol: u32,
         heartbeat_ms: u64,
     },

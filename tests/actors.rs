@@ -25,6 +25,7 @@ use chatstream::actors::registry::RegistryMsg;
 use chatstream::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
 use chatstream::config::Settings;
 use chatstream::engine::{Appended, BusMessage, MemoryEngine, TurnRequest};
+use chatstream::protocol::UserId;
 use chatstream::protocol::{
     ErrorCode, Event, LogEntry, Message, MessageStatus, Role, SendRequest, ServerFrame, Since,
     close_code,
@@ -104,7 +105,7 @@ impl TestNode {
 
     /// Starts a turn straight in the engine, so no generation runs: the test
     /// appends the reply's events itself. Returns (conversation, reply).
-    async fn manual_turn(&self, user: Uuid) -> (Uuid, Uuid) {
+    async fn manual_turn(&self, user: UserId) -> (Uuid, Uuid) {
         let turn = self
             .context
             .engine
@@ -122,7 +123,7 @@ impl TestNode {
 
     /// Starts a turn through `Chat`, which also starts its generation.
     /// Returns (conversation, reply).
-    async fn send(&self, user: Uuid, content: &str, model: &str) -> (Uuid, Uuid) {
+    async fn send(&self, user: UserId, content: &str, model: &str) -> (Uuid, Uuid) {
         let turn = self
             .chat()
             .send(
@@ -487,7 +488,7 @@ impl Provider for BrokenProvider {
 async fn conversation_drops_duplicates_and_fills_gaps() {
     let node = TestNode::start(test_settings(), demo_providers()).await;
     let engine = node.context.engine.clone();
-    let (conversation, reply) = node.manual_turn(Uuid::new_v4()).await;
+    let (conversation, reply) = node.manual_turn(UserId::new_guest()).await;
 
     let mut probe = Probe::spawn().await;
     probe.join(&node, conversation, subscribe(None, "s")).await;
@@ -570,7 +571,7 @@ async fn subscriber_resumes_from_since_mid_stream() {
     const DURING: u64 = 20;
     const AFTER: u64 = 5;
     let node = Arc::new(TestNode::start(test_settings(), demo_providers()).await);
-    let (conversation, reply) = node.manual_turn(Uuid::new_v4()).await;
+    let (conversation, reply) = node.manual_turn(UserId::new_guest()).await;
 
     let mut early = Probe::spawn().await;
     early
@@ -669,8 +670,8 @@ async fn cancel_stops_the_provider_and_keeps_the_text() {
     let dropped = endless.dropped.clone();
     let providers = demo_providers().with("endless", endless);
     let node = TestNode::start(test_settings(), providers).await;
-    let user = Uuid::new_v4();
-    let (conversation, reply) = node.send(user, "never stop", "endless").await;
+    let user = UserId::new_guest();
+    let (conversation, reply) = node.send(user.clone(), "never stop", "endless").await;
 
     eventually("a few deltas in the log", DEADLINE, async || {
         let log = node.log(conversation).await;
@@ -683,7 +684,7 @@ async fn cancel_stops_the_provider_and_keeps_the_text() {
     assert!(node.has_actor(ActorKind::Generation, reply));
 
     node.chat()
-        .cancel(user, reply)
+        .cancel(user.clone(), reply)
         .await
         .expect("a streaming reply can be cancelled");
     eventually(
@@ -733,8 +734,8 @@ async fn cancel_drops_a_stalled_provider_stream() {
     let dropped = stalled.dropped.clone();
     let providers = demo_providers().with("stalled", stalled);
     let node = TestNode::start(test_settings(), providers).await;
-    let user = Uuid::new_v4();
-    let (conversation, reply) = node.send(user, "then hang", "stalled").await;
+    let user = UserId::new_guest();
+    let (conversation, reply) = node.send(user.clone(), "then hang", "stalled").await;
 
     eventually("the three tokens before the stall", DEADLINE, async || {
         node.message(conversation, reply).await.content == " t0 t1 t2"
@@ -769,7 +770,7 @@ async fn restarted_generation_continues_without_repeating() {
     let providers = demo_providers().with("flaky", broken.clone());
     let node = TestNode::start(test_settings(), providers).await;
     let content = "how do supervisors work?";
-    let (conversation, reply) = node.send(Uuid::new_v4(), content, "flaky").await;
+    let (conversation, reply) = node.send(UserId::new_guest(), content, "flaky").await;
 
     eventually("the reply to complete", DEADLINE, async || {
         node.message(conversation, reply).await.status != MessageStatus::Streaming
@@ -809,7 +810,7 @@ async fn generation_fails_after_its_last_restart_keeping_the_text() {
     settings.generation_max_restarts = 2;
     let node = TestNode::start(settings, providers).await;
     let content = "what if it never works?";
-    let (conversation, reply) = node.send(Uuid::new_v4(), content, "broken").await;
+    let (conversation, reply) = node.send(UserId::new_guest(), content, "broken").await;
 
     eventually("the reply to end", DEADLINE, async || {
         node.message(conversation, reply).await.status != MessageStatus::Streaming
@@ -847,7 +848,7 @@ struct Client {
 }
 
 impl Client {
-    async fn open(node: &TestNode, user_id: Uuid, outbox_capacity: usize) -> Client {
+    async fn open(node: &TestNode, user_id: UserId, outbox_capacity: usize) -> Client {
         let (outbox, receiver) = Outbox::channel(outbox_capacity);
         let connection_id = Uuid::new_v4();
         let args = ConnectionArgs {
@@ -920,7 +921,7 @@ async fn connection_rate_limits_client_frames() {
     let mut settings = test_settings();
     settings.frames_per_second = 5; // bursts of 10
     let node = TestNode::start(settings, demo_providers()).await;
-    let mut client = Client::open(&node, Uuid::new_v4(), 1_024).await;
+    let mut client = Client::open(&node, UserId::new_guest(), 1_024).await;
     client.expect_welcome().await;
 
     for _ in 0..30 {
@@ -959,7 +960,7 @@ async fn silent_connection_closes_with_heartbeat_timeout() {
     settings.heartbeat_ms = 100;
     let node = TestNode::start(settings, demo_providers()).await;
     let opened = Instant::now();
-    let mut client = Client::open(&node, Uuid::new_v4(), 1_024).await;
+    let mut client = Client::open(&node, UserId::new_guest(), 1_024).await;
     match client.next().await {
         ServerFrame::Welcome { heartbeat_ms, .. } => assert_eq!(heartbeat_ms, 100),
         other => panic!("the first frame must be welcome, got {other:?}"),
@@ -986,12 +987,12 @@ async fn slow_client_is_closed_with_too_slow() {
     let endless = Arc::new(EndlessProvider::new(Duration::from_millis(5)));
     let providers = demo_providers().with("endless", endless);
     let node = TestNode::start(test_settings(), providers).await;
-    let user = Uuid::new_v4();
-    let (conversation, _) = node.send(user, "stream a lot", "endless").await;
+    let user = UserId::new_guest();
+    let (conversation, _) = node.send(user.clone(), "stream a lot", "endless").await;
 
     // Room for four frames, and the test never reads them: welcome,
     // subscribed, snapshot and one event fill it; the next event cannot fit.
-    let mut client = Client::open(&node, user, 4).await;
+    let mut client = Client::open(&node, user.clone(), 4).await;
     client.text(format!(
         r#"{{"type":"subscribe","id":"s","conversation_id":"{conversation}"}}"#
     ));
@@ -1009,8 +1010,8 @@ async fn slow_client_is_closed_with_too_slow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_client_frames_are_answered_and_the_connection_survives() {
     let node = TestNode::start(test_settings(), demo_providers()).await;
-    let user = Uuid::new_v4();
-    let mut client = Client::open(&node, user, 1_024).await;
+    let user = UserId::new_guest();
+    let mut client = Client::open(&node, user.clone(), 1_024).await;
     client.expect_welcome().await;
 
     client.text("{not json");
@@ -1023,7 +1024,7 @@ async fn bad_client_frames_are_answered_and_the_connection_survives() {
     ));
     let frame = client.next().await;
     assert_eq!(error_code(&frame), Some((Some("big"), ErrorCode::TooLarge)));
-    let conversations = node.context.engine.list_conversations(user).await.unwrap();
+    let conversations = node.context.engine.list_conversations(&user).await.unwrap();
     assert!(conversations.is_empty(), "a rejected send starts nothing");
 
     client.text(r#"{"type":"ping","id":"after"}"#);

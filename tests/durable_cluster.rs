@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chatstream::config::Settings;
-use chatstream::protocol::{Message, MessageStatus, Role};
+use chatstream::protocol::{Message, MessageStatus, Role, UserId};
 use chatstream::store::Store;
 use common::postgres::{drop_database, fresh_database_url};
 use common::redis_server::RedisServer;
@@ -1178,7 +1178,7 @@ async fn history_outlives_its_expiry_from_redis() {
 /// The owner's conversations in the store once they stop changing: a
 /// reply's last checkpoint lands within `CHECKPOINT_EVERY` of its end, and
 /// may still move its conversation's `updated_at` (the listing's cursor).
-async fn settled_listing(store: &dyn Store, owner: Uuid) -> Vec<Uuid> {
+async fn settled_listing(store: &dyn Store, owner: &UserId) -> Vec<Uuid> {
     let quiet = chatstream::actors::persister::CHECKPOINT_EVERY * 2;
     let deadline = Instant::now() + DEADLINE;
     let mut last = None;
@@ -1241,7 +1241,7 @@ async fn every_node_lists_a_users_conversations_alike_from_the_store() {
         stranger.close().await;
 
         let newest_first: Vec<String> = created.iter().rev().cloned().collect();
-        let settled: Vec<String> = settled_listing(store.as_ref(), user)
+        let settled: Vec<String> = settled_listing(store.as_ref(), &UserId::from(user))
             .await
             .iter()
             .map(Uuid::to_string)
@@ -1325,7 +1325,7 @@ async fn the_store_keeps_a_done_replys_finish_reason_and_usage() {
         let frames = frames_until(&mut client, |f| ends(f, &reply_id)).await;
         let done = frames.last().unwrap()["event"].clone();
         assert_eq!(done["kind"], "done");
-        settled_listing(store.as_ref(), user).await;
+        settled_listing(store.as_ref(), &UserId::from(user)).await;
         let stored = store.messages(conversation.parse().unwrap()).await.unwrap();
         let reply = stored
             .iter()

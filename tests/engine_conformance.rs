@@ -10,6 +10,7 @@ use chatstream::engine::{
     BusMessage, Engine, EngineError, MemoryEngine, NodeAnnouncement, RedisEngine, TextAppend, Turn,
     TurnRequest,
 };
+use chatstream::protocol::UserId;
 use chatstream::protocol::{Event, MessageStatus, Role};
 use chatstream::transcript::Transcript;
 use common::redis_server::RedisServer;
@@ -101,9 +102,9 @@ where
     }
 }
 
-fn turn(user: Uuid, conversation_id: Option<Uuid>, content: &str) -> TurnRequest {
+fn turn(user: &UserId, conversation_id: Option<Uuid>, content: &str) -> TurnRequest {
     TurnRequest {
-        user,
+        user: user.clone(),
         conversation_id,
         content: content.into(),
         model: "demo".into(),
@@ -126,7 +127,7 @@ fn done(message_id: Uuid) -> Event {
     }
 }
 
-async fn new_turn(engine: &dyn Engine, user: Uuid, content: &str) -> Turn {
+async fn new_turn(engine: &dyn Engine, user: &UserId, content: &str) -> Turn {
     engine.start_turn(turn(user, None, content)).await.unwrap()
 }
 
@@ -140,8 +141,8 @@ async fn next_bus(bus: &mut UnboundedReceiver<BusMessage>) -> BusMessage {
 async fn a_turn_appends_the_user_message_and_a_streaming_reply(make: impl MakeSubject) {
     let subject = make.make(100).await;
     let engine = subject.engine.as_ref();
-    let user = Uuid::new_v4();
-    let t = new_turn(engine, user, "Hello there, engine").await;
+    let user = UserId::new_guest();
+    let t = new_turn(engine, &user, "Hello there, engine").await;
     assert!(t.started);
     assert_eq!(t.user_seq, 1);
     let id = t.ack.conversation_id;
@@ -191,8 +192,8 @@ async fn a_turn_appends_the_user_message_and_a_streaming_reply(make: impl MakeSu
 async fn appends_follow_the_transcript_rules(make: impl MakeSubject) {
     let subject = make.make(100).await;
     let engine = subject.engine.as_ref();
-    let user = Uuid::new_v4();
-    let t = new_turn(engine, user, "rules").await;
+    let user = UserId::new_guest();
+    let t = new_turn(engine, &user, "rules").await;
     let (id, reply) = (t.ack.conversation_id, t.ack.assistant_message_id);
 
     let conflict = |r: Result<_, EngineError>| matches!(r, Err(EngineError::Conflict(_)));
@@ -204,7 +205,7 @@ async fn appends_follow_the_transcript_rules(make: impl MakeSubject) {
     ));
     assert!(conflict(
         engine
-            .start_turn(turn(user, Some(id), "too soon"))
+            .start_turn(turn(&user, Some(id), "too soon"))
             .await
             .map(|_| ())
     ));
@@ -227,7 +228,7 @@ async fn appends_follow_the_transcript_rules(make: impl MakeSubject) {
 
     // The next turn is accepted once the reply has ended.
     let next = engine
-        .start_turn(turn(user, Some(id), "again"))
+        .start_turn(turn(&user, Some(id), "again"))
         .await
         .unwrap();
     assert_eq!(next.user_seq, 5);
@@ -251,7 +252,7 @@ async fn appends_follow_the_transcript_rules(make: impl MakeSubject) {
 async fn text_appends_are_checked_by_offset(make: impl MakeSubject) {
     let subject = make.make(100).await;
     let engine = subject.engine.as_ref();
-    let t = new_turn(engine, Uuid::new_v4(), "offsets").await;
+    let t = new_turn(engine, &UserId::new_guest(), "offsets").await;
     let (id, reply) = (t.ack.conversation_id, t.ack.assistant_message_id);
     let first = engine
         .append_text(id, reply, 0, "Héllo".into(), NODE)
@@ -286,8 +287,8 @@ async fn text_appends_are_checked_by_offset(make: impl MakeSubject) {
 async fn folding_the_log_gives_the_snapshot(make: impl MakeSubject) {
     let subject = make.make(1000).await;
     let engine = subject.engine.as_ref();
-    let user = Uuid::new_v4();
-    let t = new_turn(engine, user, "fold me").await;
+    let user = UserId::new_guest();
+    let t = new_turn(engine, &user, "fold me").await;
     let id = t.ack.conversation_id;
     let mut offset = 0;
     for word in [
@@ -308,7 +309,7 @@ async fn folding_the_log_gives_the_snapshot(make: impl MakeSubject) {
         .await
         .unwrap();
     let second = engine
-        .start_turn(turn(user, Some(id), "and more"))
+        .start_turn(turn(&user, Some(id), "and more"))
         .await
         .unwrap();
     engine
@@ -359,19 +360,19 @@ async fn folding_the_log_gives_the_snapshot(make: impl MakeSubject) {
 async fn client_msg_ids_make_sends_idempotent(make: impl MakeSubject) {
     let subject = make.make(100).await;
     let engine = subject.engine.as_ref();
-    let user = Uuid::new_v4();
+    let user = UserId::new_guest();
     let client_msg_id = Some(Uuid::new_v4());
     let first = engine
         .start_turn(TurnRequest {
             client_msg_id,
-            ..turn(user, None, "once")
+            ..turn(&user, None, "once")
         })
         .await
         .unwrap();
     let again = engine
         .start_turn(TurnRequest {
             client_msg_id,
-            ..turn(user, None, "once")
+            ..turn(&user, None, "once")
         })
         .await
         .unwrap();
@@ -391,7 +392,7 @@ async fn client_msg_ids_make_sends_idempotent(make: impl MakeSubject) {
     let named = engine
         .start_turn(TurnRequest {
             client_msg_id,
-            ..turn(user, Some(first.ack.conversation_id), "once")
+            ..turn(&user, Some(first.ack.conversation_id), "once")
         })
         .await
         .unwrap();
@@ -399,7 +400,7 @@ async fn client_msg_ids_make_sends_idempotent(make: impl MakeSubject) {
     let changed = engine
         .start_turn(TurnRequest {
             client_msg_id,
-            ..turn(user, None, "twice")
+            ..turn(&user, None, "twice")
         })
         .await;
     assert!(matches!(changed, Err(EngineError::Conflict(_))));
@@ -407,7 +408,7 @@ async fn client_msg_ids_make_sends_idempotent(make: impl MakeSubject) {
     let other = engine
         .start_turn(TurnRequest {
             client_msg_id,
-            ..turn(Uuid::new_v4(), None, "once")
+            ..turn(&UserId::new_guest(), None, "once")
         })
         .await
         .unwrap();
@@ -418,18 +419,22 @@ async fn client_msg_ids_make_sends_idempotent(make: impl MakeSubject) {
 async fn only_the_owner_can_add_a_turn(make: impl MakeSubject) {
     let subject = make.make(100).await;
     let engine = subject.engine.as_ref();
-    let owner = Uuid::new_v4();
-    let t = new_turn(engine, owner, "mine").await;
+    let owner = UserId::new_guest();
+    let t = new_turn(engine, &owner, "mine").await;
     engine
         .append(t.ack.conversation_id, done(t.ack.assistant_message_id))
         .await
         .unwrap();
     let intruder = engine
-        .start_turn(turn(Uuid::new_v4(), Some(t.ack.conversation_id), "hi"))
+        .start_turn(turn(
+            &UserId::new_guest(),
+            Some(t.ack.conversation_id),
+            "hi",
+        ))
         .await;
     assert!(matches!(intruder, Err(EngineError::Forbidden)));
     let unknown = engine
-        .start_turn(turn(owner, Some(Uuid::new_v4()), "hi"))
+        .start_turn(turn(&owner, Some(Uuid::new_v4()), "hi"))
         .await;
     assert!(matches!(unknown, Err(EngineError::NotFound)));
 }
@@ -439,9 +444,9 @@ async fn the_bus_carries_watched_conversations_only(make: impl MakeSubject) {
     let engine = subject.engine.as_ref();
     let mut bus = engine.take_bus().expect("the bus is handed out once");
     assert!(engine.take_bus().is_none());
-    let user = Uuid::new_v4();
-    let watched = new_turn(engine, user, "watched").await;
-    let quiet = new_turn(engine, user, "quiet").await;
+    let user = UserId::new_guest();
+    let watched = new_turn(engine, &user, "watched").await;
+    let quiet = new_turn(engine, &user, "quiet").await;
     engine.watch(watched.ack.conversation_id).await.unwrap();
 
     engine
@@ -517,7 +522,7 @@ async fn the_bus_carries_watched_conversations_only(make: impl MakeSubject) {
 async fn trimmed_history_is_reported(make: impl MakeSubject) {
     let subject = make.make(5).await;
     let engine = subject.engine.as_ref();
-    let t = new_turn(engine, Uuid::new_v4(), "long").await;
+    let t = new_turn(engine, &UserId::new_guest(), "long").await;
     let id = t.ack.conversation_id;
     for i in 0..20 {
         engine
@@ -544,12 +549,12 @@ async fn trimmed_history_is_reported(make: impl MakeSubject) {
 async fn delete_forgets_everything(make: impl MakeSubject) {
     let subject = make.make(100).await;
     let engine = subject.engine.as_ref();
-    let user = Uuid::new_v4();
+    let user = UserId::new_guest();
     let client_msg_id = Some(Uuid::new_v4());
     let t = engine
         .start_turn(TurnRequest {
             client_msg_id,
-            ..turn(user, None, "forget me")
+            ..turn(&user, None, "forget me")
         })
         .await
         .unwrap();
@@ -571,7 +576,7 @@ async fn delete_forgets_everything(make: impl MakeSubject) {
             .unwrap()
             .is_none()
     );
-    assert!(engine.list_conversations(user).await.unwrap().is_empty());
+    assert!(engine.list_conversations(&user).await.unwrap().is_empty());
     assert!(matches!(
         engine.delete_conversation(id).await,
         Err(EngineError::NotFound)
@@ -580,7 +585,7 @@ async fn delete_forgets_everything(make: impl MakeSubject) {
     let again = engine
         .start_turn(TurnRequest {
             client_msg_id,
-            ..turn(user, None, "forget me")
+            ..turn(&user, None, "forget me")
         })
         .await
         .unwrap();
@@ -591,14 +596,17 @@ async fn delete_forgets_everything(make: impl MakeSubject) {
 async fn listings_are_per_owner_newest_first(make: impl MakeSubject) {
     let subject = make.make(100).await;
     let engine = subject.engine.as_ref();
-    let user = Uuid::new_v4();
-    let first = new_turn(engine, user, "first").await;
+    let user = UserId::new_guest();
+    let first = new_turn(engine, &user, "first").await;
     let created = engine
-        .create_conversation(user, Some("Named".into()))
+        .create_conversation(user.clone(), Some("Named".into()))
         .await
         .unwrap();
     assert_eq!(created.title.as_deref(), Some("Named"));
-    let untitled = engine.create_conversation(user, None).await.unwrap();
+    let untitled = engine
+        .create_conversation(user.clone(), None)
+        .await
+        .unwrap();
     assert_eq!(untitled.title, None);
     assert_eq!(engine.snapshot(created.id).await.unwrap().seq, 0);
     // Touch the first conversation last.
@@ -609,14 +617,14 @@ async fn listings_are_per_owner_newest_first(make: impl MakeSubject) {
         )
         .await
         .unwrap();
-    let list = engine.list_conversations(user).await.unwrap();
+    let list = engine.list_conversations(&user).await.unwrap();
     let ids: Vec<Uuid> = list.iter().map(|c| c.id).collect();
     assert_eq!(ids.len(), 3);
     assert_eq!(ids[0], first.ack.conversation_id);
     assert!(list.windows(2).all(|w| w[0].updated_at >= w[1].updated_at));
     assert!(
         engine
-            .list_conversations(Uuid::new_v4())
+            .list_conversations(&UserId::new_guest())
             .await
             .unwrap()
             .is_empty()
@@ -640,7 +648,7 @@ async fn node_announcements_are_listed(make: impl MakeSubject) {
 async fn leases_fence_writers_and_lapsed_ones_are_adopted(make: impl MakeSubject) {
     let subject = make.make(100).await;
     let engine = subject.engine.as_ref();
-    let t = new_turn(engine, Uuid::new_v4(), "lease me").await;
+    let t = new_turn(engine, &UserId::new_guest(), "lease me").await;
     let (id, reply) = (t.ack.conversation_id, t.ack.assistant_message_id);
     let ttl = Duration::from_secs(30);
     assert!(engine.renew_lease(id, reply, NODE, ttl).await.unwrap());
@@ -718,8 +726,8 @@ async fn leases_fence_writers_and_lapsed_ones_are_adopted(make: impl MakeSubject
 async fn a_message_is_read_whole_with_its_position(make: impl MakeSubject) {
     let subject = make.make(100).await;
     let engine = subject.engine.as_ref();
-    let user = Uuid::new_v4();
-    let first = new_turn(engine, user, "first").await;
+    let user = UserId::new_guest();
+    let first = new_turn(engine, &user, "first").await;
     let id = first.ack.conversation_id;
     let reply = first.ack.assistant_message_id;
     engine
@@ -732,7 +740,7 @@ async fn a_message_is_read_whole_with_its_position(make: impl MakeSubject) {
     assert_eq!(message.status, MessageStatus::Streaming);
     engine.end_reply(id, done(reply), NODE).await.unwrap();
     let second = engine
-        .start_turn(turn(user, Some(id), "second"))
+        .start_turn(turn(&user, Some(id), "second"))
         .await
         .unwrap();
     let (position, message) = engine

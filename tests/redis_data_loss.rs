@@ -16,6 +16,7 @@ use chatstream::engine::redis::RedisOptions;
 use chatstream::engine::{
     BusMessage, Engine, EngineError, RedisEngine, Snapshot, Turn, TurnRequest,
 };
+use chatstream::protocol::UserId;
 use chatstream::protocol::{MessageStatus, Role};
 use common::redis_server::RedisServer;
 use common::*;
@@ -55,7 +56,7 @@ async fn engine_without_timer(
 /// A conversation with a complete user message and a streaming reply,
 /// leased to the engine's node.
 struct Fixture {
-    user: Uuid,
+    user: UserId,
     turn: Turn,
     copy: Snapshot,
     node: String,
@@ -63,10 +64,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new(engine: &RedisEngine, node: &str) -> Fixture {
-        let user = Uuid::new_v4();
+        let user = UserId::new_guest();
         let turn = engine
             .start_turn(TurnRequest {
-                user,
+                user: user.clone(),
                 conversation_id: None,
                 content: "are you still there?".into(),
                 model: "demo".into(),
@@ -79,7 +80,7 @@ impl Fixture {
             .await
             .expect("a snapshot of the new conversation");
         Fixture {
-            user,
+            user: user.clone(),
             turn,
             copy,
             node: node.to_owned(),
@@ -178,7 +179,7 @@ async fn probe(engine: &RedisEngine, fixture: &Fixture, which: &str) -> Result<(
         "release_lease" => engine.release_lease(conversation, reply, holder).await,
         "send" => engine
             .start_turn(TurnRequest {
-                user: fixture.user,
+                user: fixture.user.clone(),
                 conversation_id: Some(conversation),
                 content: "and now?".into(),
                 model: "demo".into(),
@@ -187,12 +188,12 @@ async fn probe(engine: &RedisEngine, fixture: &Fixture, which: &str) -> Result<(
             .await
             .map(drop),
         "new_conversation" => engine
-            .create_conversation(fixture.user, Some("new".into()))
+            .create_conversation(fixture.user.clone(), Some("new".into()))
             .await
             .map(drop),
         "delete" => engine.delete_conversation(conversation).await,
         "rebuild" => engine.rebuild(&fixture.copy, Some(holder)).await.map(drop),
-        "list" => engine.list_conversations(fixture.user).await.map(drop),
+        "list" => engine.list_conversations(&fixture.user).await.map(drop),
         "claim_orphans" => engine
             .claim_orphans(holder, Duration::from_secs(3))
             .await

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chatstream::protocol::UserId;
 use chatstream::protocol::{Message, MessageStatus, Role, Usage};
 use chatstream::store::{
     self, SNIPPET_CLOSE, SNIPPET_OPEN, SqliteStore, Store, StoreError, StoreWrite,
@@ -123,10 +124,10 @@ fn at(offset_micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(1_777_863_721_123_456 + offset_micros).unwrap()
 }
 
-fn conversation(owner: Uuid, title: &str, updated_at: DateTime<Utc>) -> StoredConversation {
+fn conversation(owner: &UserId, title: &str, updated_at: DateTime<Utc>) -> StoredConversation {
     StoredConversation {
         id: Uuid::new_v4(),
-        owner,
+        owner: owner.clone(),
         title: Some(title.to_string()),
         created_at: at(0),
         updated_at,
@@ -182,12 +183,16 @@ async fn only_message(store: &Arc<dyn Store>, conversation: Uuid) -> StoredMessa
     messages.remove(0)
 }
 
-async fn all_pages(store: &Arc<dyn Store>, owner: Uuid, limit: usize) -> Vec<StoredConversation> {
+async fn all_pages(
+    store: &Arc<dyn Store>,
+    owner: &UserId,
+    limit: usize,
+) -> Vec<StoredConversation> {
     let mut all = Vec::new();
     let mut before: Option<String> = None;
     for _ in 0..100_000 {
         let page = store
-            .list_conversations(owner, limit, before.as_deref())
+            .list_conversations(&owner, limit, before.as_deref())
             .await
             .unwrap();
         assert!(page.conversations.len() <= limit.max(1));
@@ -217,17 +222,17 @@ async fn ping_answers(store: Arc<dyn Store>) {
 }
 
 async fn round_trip_keeps_every_field(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
+    let owner = UserId::new_guest();
     let c = StoredConversation {
         id: Uuid::new_v4(),
-        owner,
+        owner: owner.clone(),
         title: Some("Tiếng Việt có dấu 🎉 — “quotes” 'and' \\ back\\slash".into()),
         created_at: at(0),
         updated_at: at(987_654_321),
     };
     let untitled = StoredConversation {
         title: None,
-        ..conversation(owner, "", at(5))
+        ..conversation(&owner, "", at(5))
     };
     let user = StoredMessage {
         message: Message {
@@ -308,7 +313,7 @@ async fn round_trip_keeps_every_field(store: Arc<dyn Store>) {
 }
 
 async fn times_keep_microseconds(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
+    let owner = UserId::new_guest();
     // Now, old, before 1970, and a time with nanoseconds (truncated to µs).
     let now = store::store_precision(Utc::now());
     let times = [
@@ -321,7 +326,7 @@ async fn times_keep_microseconds(store: Arc<dyn Store>) {
         let c = StoredConversation {
             created_at: time,
             updated_at: time,
-            ..conversation(owner, "t", time)
+            ..conversation(&owner, "t", time)
         };
         let mut m = message(&c, 0, Role::User, "x", MessageStatus::Complete);
         m.message.created_at = time;
@@ -333,7 +338,7 @@ async fn times_keep_microseconds(store: Arc<dyn Store>) {
     let c = StoredConversation {
         created_at: nanos,
         updated_at: nanos,
-        ..conversation(owner, "nanos", nanos)
+        ..conversation(&owner, "nanos", nanos)
     };
     apply(&store, vec![conv(&c)]).await;
     let stored = store.conversation(c.id).await.unwrap().unwrap();
@@ -346,8 +351,8 @@ async fn times_keep_microseconds(store: Arc<dyn Store>) {
 }
 
 async fn reapplying_changes_nothing(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let c = conversation(owner, "again", at(10));
+    let owner = UserId::new_guest();
+    let c = conversation(&owner, "again", at(10));
     let a = message(&c, 0, Role::User, "hello", MessageStatus::Complete);
     let b = message(&c, 1, Role::Assistant, "hi there", MessageStatus::Streaming);
     let batch = vec![conv(&c), msg(&a), msg(&b)];
@@ -364,8 +369,8 @@ async fn reapplying_changes_nothing(store: Arc<dyn Store>) {
         store.messages(c.id).await.unwrap(),
     );
     assert_eq!(first, again);
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 1);
-    assert_eq!(store.search(owner, "hello", 10).await.unwrap().len(), 1);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 1);
+    assert_eq!(store.search(&owner, "hello", 10).await.unwrap().len(), 1);
     assert_eq!(
         store.streaming_replies().await.unwrap(),
         vec![(c.id, b.message.id)]
@@ -373,7 +378,7 @@ async fn reapplying_changes_nothing(store: Arc<dyn Store>) {
 }
 
 async fn messages_come_in_position_order(store: Arc<dyn Store>) {
-    let c = conversation(Uuid::new_v4(), "order", at(0));
+    let c = conversation(&UserId::new_guest(), "order", at(0));
     let messages: Vec<StoredMessage> = (0..40u64)
         .map(|i| {
             let role = if i % 2 == 0 {
@@ -401,7 +406,7 @@ async fn messages_come_in_position_order(store: Arc<dyn Store>) {
 }
 
 async fn a_message_never_moves_back(store: Arc<dyn Store>) {
-    let c = conversation(Uuid::new_v4(), "checkpoints", at(0));
+    let c = conversation(&UserId::new_guest(), "checkpoints", at(0));
     let reply = message(
         &c,
         1,
@@ -452,7 +457,7 @@ async fn a_message_never_moves_back(store: Arc<dyn Store>) {
 /// The persister rewrites an ended reply from the engine, which does not keep
 /// a `done`'s finish reason and usage: the store keeps those it has.
 async fn a_rewrite_without_ending_details_keeps_them(store: Arc<dyn Store>) {
-    let c = conversation(Uuid::new_v4(), "details", at(0));
+    let c = conversation(&UserId::new_guest(), "details", at(0));
     let reply = message(
         &c,
         1,
@@ -478,7 +483,7 @@ async fn a_rewrite_without_ending_details_keeps_them(store: Arc<dyn Store>) {
 }
 
 async fn a_later_ending_replaces_an_earlier_one(store: Arc<dyn Store>) {
-    let c = conversation(Uuid::new_v4(), "endings", at(0));
+    let c = conversation(&UserId::new_guest(), "endings", at(0));
     let reply = message(&c, 1, Role::Assistant, "partial", MessageStatus::Streaming);
     let mut failed = with_content(&reply, "partial", MessageStatus::Failed);
     failed.message.error = Some("node lost".into());
@@ -507,8 +512,8 @@ async fn a_later_ending_replaces_an_earlier_one(store: Arc<dyn Store>) {
 }
 
 async fn conversation_writes_keep_the_later_title(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let first = conversation(owner, "First", at(1_000));
+    let owner = UserId::new_guest();
+    let first = conversation(&owner, "First", at(1_000));
     apply(&store, vec![conv(&first)]).await;
 
     let renamed = StoredConversation {
@@ -536,7 +541,7 @@ async fn conversation_writes_keep_the_later_title(store: Arc<dyn Store>) {
 
     // owner and created_at never change.
     let hijack = StoredConversation {
-        owner: Uuid::new_v4(),
+        owner: UserId::new_guest(),
         created_at: at(5_000),
         updated_at: at(3_000),
         title: None,
@@ -551,14 +556,14 @@ async fn conversation_writes_keep_the_later_title(store: Arc<dyn Store>) {
             ..first.clone()
         })
     );
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 1);
-    assert_eq!(store.count_conversations(hijack.owner).await.unwrap(), 0);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 1);
+    assert_eq!(store.count_conversations(&hijack.owner).await.unwrap(), 0);
 }
 
 async fn a_message_without_its_conversation_is_skipped(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let present = conversation(owner, "present", at(0));
-    let absent = conversation(owner, "absent", at(0));
+    let owner = UserId::new_guest();
+    let present = conversation(&owner, "present", at(0));
+    let absent = conversation(&owner, "absent", at(0));
     let a = message(&present, 0, Role::User, "kept", MessageStatus::Complete);
     let orphan = message(&absent, 0, Role::User, "orphan", MessageStatus::Streaming);
     let b = message(
@@ -578,7 +583,7 @@ async fn a_message_without_its_conversation_is_skipped(store: Arc<dyn Store>) {
         None
     );
     assert!(store.streaming_replies().await.unwrap().is_empty());
-    assert!(store.search(owner, "orphan", 10).await.unwrap().is_empty());
+    assert!(store.search(&owner, "orphan", 10).await.unwrap().is_empty());
 
     // Once the conversation is written, the same message lands.
     apply(&store, vec![conv(&absent), msg(&orphan)]).await;
@@ -586,9 +591,9 @@ async fn a_message_without_its_conversation_is_skipped(store: Arc<dyn Store>) {
 }
 
 async fn delete_removes_everything_for_good(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let doomed = conversation(owner, "doomed", at(20));
-    let kept = conversation(owner, "kept", at(10));
+    let owner = UserId::new_guest();
+    let doomed = conversation(&owner, "doomed", at(20));
+    let kept = conversation(&owner, "kept", at(10));
     let question = message(
         &doomed,
         0,
@@ -612,7 +617,7 @@ async fn delete_removes_everything_for_good(store: Arc<dyn Store>) {
         msg(&other),
     ];
     apply(&store, batch.clone()).await;
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 2);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 2);
 
     apply(&store, vec![StoreWrite::DeleteConversation(doomed.id)]).await;
     assert_eq!(store.conversation(doomed.id).await.unwrap(), None);
@@ -628,12 +633,12 @@ async fn delete_removes_everything_for_good(store: Arc<dyn Store>) {
         store.message_conversation(answer.message.id).await.unwrap(),
         None
     );
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 1);
-    let page = store.list_conversations(owner, 10, None).await.unwrap();
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 1);
+    let page = store.list_conversations(&owner, 10, None).await.unwrap();
     assert_eq!(page.conversations, vec![kept.clone()]);
     assert!(
         store
-            .search(owner, "zanzibar", 10)
+            .search(&owner, "zanzibar", 10)
             .await
             .unwrap()
             .is_empty()
@@ -650,11 +655,11 @@ async fn delete_removes_everything_for_good(store: Arc<dyn Store>) {
     apply(&store, vec![conv(&newer), msg(&question)]).await;
     assert_eq!(store.conversation(doomed.id).await.unwrap(), None);
     assert!(store.messages(doomed.id).await.unwrap().is_empty());
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 1);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 1);
 
     // Deleting again, or deleting what was never stored, is fine; the
     // tombstone of the latter holds too.
-    let never = conversation(owner, "never", at(0));
+    let never = conversation(&owner, "never", at(0));
     apply(
         &store,
         vec![
@@ -667,7 +672,7 @@ async fn delete_removes_everything_for_good(store: Arc<dyn Store>) {
     assert_eq!(store.conversation(never.id).await.unwrap(), None);
 
     // Write, delete, write again in one batch: gone.
-    let brief = conversation(owner, "brief", at(0));
+    let brief = conversation(&owner, "brief", at(0));
     let m = message(&brief, 0, Role::User, "brief", MessageStatus::Complete);
     apply(
         &store,
@@ -685,16 +690,16 @@ async fn delete_removes_everything_for_good(store: Arc<dyn Store>) {
         store.message_conversation(m.message.id).await.unwrap(),
         None
     );
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 1);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 1);
 }
 
 async fn a_failed_batch_leaves_nothing(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let existing = conversation(owner, "existing", at(0));
+    let owner = UserId::new_guest();
+    let existing = conversation(&owner, "existing", at(0));
     let before = message(&existing, 0, Role::User, "before", MessageStatus::Streaming);
     apply(&store, vec![conv(&existing), msg(&before)]).await;
 
-    let fresh = conversation(owner, "fresh", at(50));
+    let fresh = conversation(&owner, "fresh", at(50));
     let fresh_message = message(&fresh, 0, Role::User, "fresh", MessageStatus::Complete);
     let after = with_content(&before, "before, and after", MessageStatus::Complete);
     let renamed = StoredConversation {
@@ -748,20 +753,20 @@ async fn a_failed_batch_leaves_nothing(store: Arc<dyn Store>) {
         Some(existing.clone())
     );
     assert_eq!(only_message(&store, existing.id).await, before);
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 1);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 1);
 
     // The store still takes writes afterwards.
     apply(&store, vec![conv(&fresh), msg(&fresh_message)]).await;
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 2);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 2);
 }
 
 async fn listing_is_newest_first(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let old = conversation(owner, "old", at(1_000));
-    let middle = conversation(owner, "middle", at(2_000));
-    let new = conversation(owner, "new", at(3_000));
+    let owner = UserId::new_guest();
+    let old = conversation(&owner, "old", at(1_000));
+    let middle = conversation(&owner, "middle", at(2_000));
+    let new = conversation(&owner, "new", at(3_000));
     apply(&store, vec![conv(&middle), conv(&new), conv(&old)]).await;
-    let page = store.list_conversations(owner, 50, None).await.unwrap();
+    let page = store.list_conversations(&owner, 50, None).await.unwrap();
     assert_eq!(
         page.conversations,
         vec![new.clone(), middle.clone(), old.clone()]
@@ -774,33 +779,33 @@ async fn listing_is_newest_first(store: Arc<dyn Store>) {
         ..old.clone()
     };
     apply(&store, vec![conv(&touched)]).await;
-    let page = store.list_conversations(owner, 2, None).await.unwrap();
+    let page = store.list_conversations(&owner, 2, None).await.unwrap();
     assert_eq!(page.conversations, vec![touched.clone(), new.clone()]);
     let next = page.next.expect("a second page");
     let page = store
-        .list_conversations(owner, 2, Some(&next))
+        .list_conversations(&owner, 2, Some(&next))
         .await
         .unwrap();
     assert_eq!(page.conversations, vec![middle.clone()]);
     assert_eq!(page.next, None);
 
     // A limit of 0 is taken as 1.
-    let page = store.list_conversations(owner, 0, None).await.unwrap();
+    let page = store.list_conversations(&owner, 0, None).await.unwrap();
     assert_eq!(page.conversations, vec![touched]);
     assert!(page.next.is_some());
 
     // Nobody else's, and an owner without any.
-    let stranger = Uuid::new_v4();
-    let page = store.list_conversations(stranger, 10, None).await.unwrap();
+    let stranger = UserId::new_guest();
+    let page = store.list_conversations(&stranger, 10, None).await.unwrap();
     assert!(page.conversations.is_empty());
     assert_eq!(page.next, None);
 }
 
 async fn listing_pages_exactly_over_shared_times(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
+    let owner = UserId::new_guest();
     // 250 conversations, 10 per updated_at: many ties.
     let conversations: Vec<StoredConversation> = (0..250)
-        .map(|i| conversation(owner, &format!("c{i}"), at((i / 10) * 1_000_000)))
+        .map(|i| conversation(&owner, &format!("c{i}"), at((i / 10) * 1_000_000)))
         .collect();
     let mut expected = conversations.clone();
     expected.sort_by_key(|c| std::cmp::Reverse((c.updated_at, c.id)));
@@ -810,10 +815,10 @@ async fn listing_pages_exactly_over_shared_times(store: Arc<dyn Store>) {
     for chunk in shuffled.chunks(60) {
         apply(&store, chunk.iter().map(conv).collect()).await;
     }
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 250);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 250);
 
     for limit in [1, 7, 10, 50, 249, 250, 251, 1000] {
-        let listed = all_pages(&store, owner, limit).await;
+        let listed = all_pages(&store, &owner, limit).await;
         assert_eq!(listed.len(), 250, "limit {limit}");
         let ids: HashSet<Uuid> = listed.iter().map(|c| c.id).collect();
         assert_eq!(ids.len(), 250, "limit {limit}: each conversation once");
@@ -821,9 +826,9 @@ async fn listing_pages_exactly_over_shared_times(store: Arc<dyn Store>) {
     }
 
     // Limits may change from page to page.
-    let first = store.list_conversations(owner, 3, None).await.unwrap();
+    let first = store.list_conversations(&owner, 3, None).await.unwrap();
     let rest = store
-        .list_conversations(owner, 500, first.next.as_deref())
+        .list_conversations(&owner, 500, first.next.as_deref())
         .await
         .unwrap();
     assert_eq!(rest.next, None);
@@ -833,23 +838,23 @@ async fn listing_pages_exactly_over_shared_times(store: Arc<dyn Store>) {
 
     // A page boundary inside a group of ties, then new conversations arrive
     // in front: the rest of the listing is unaffected.
-    let first = store.list_conversations(owner, 15, None).await.unwrap();
-    let newer = conversation(owner, "newer", at(900_000_000));
+    let first = store.list_conversations(&owner, 15, None).await.unwrap();
+    let newer = conversation(&owner, "newer", at(900_000_000));
     apply(&store, vec![conv(&newer)]).await;
     let second = store
-        .list_conversations(owner, 15, first.next.as_deref())
+        .list_conversations(&owner, 15, first.next.as_deref())
         .await
         .unwrap();
     assert_eq!(second.conversations, expected[15..30].to_vec());
 }
 
 async fn a_foreign_cursor_is_refused(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
+    let owner = UserId::new_guest();
     let conversations: Vec<StoredConversation> = (0..5)
-        .map(|i| conversation(owner, "c", at(i * 1_000)))
+        .map(|i| conversation(&owner, "c", at(i * 1_000)))
         .collect();
     apply(&store, conversations.iter().map(conv).collect()).await;
-    let page = store.list_conversations(owner, 2, None).await.unwrap();
+    let page = store.list_conversations(&owner, 2, None).await.unwrap();
     let cursor = page.next.unwrap();
 
     let mut flipped = cursor.clone().into_bytes();
@@ -871,24 +876,24 @@ async fn a_foreign_cursor_is_refused(store: Arc<dyn Store>) {
     ];
     for bad in garbage {
         assert_eq!(
-            store.list_conversations(owner, 2, Some(bad)).await,
+            store.list_conversations(&owner, 2, Some(bad)).await,
             Err(StoreError::InvalidCursor),
             "cursor {bad:?}"
         );
     }
     // The genuine one still works.
     let page = store
-        .list_conversations(owner, 2, Some(&cursor))
+        .list_conversations(&owner, 2, Some(&cursor))
         .await
         .unwrap();
     assert_eq!(page.conversations.len(), 2);
 }
 
 async fn owners_are_isolated(store: Arc<dyn Store>) {
-    let alice = Uuid::new_v4();
-    let bob = Uuid::new_v4();
-    let a = conversation(alice, "alice's", at(1));
-    let b = conversation(bob, "bob's", at(2));
+    let alice = UserId::new_guest();
+    let bob = UserId::new_guest();
+    let a = conversation(&alice, "alice's", at(1));
+    let b = conversation(&bob, "bob's", at(2));
     let a_message = message(
         &a,
         0,
@@ -909,28 +914,28 @@ async fn owners_are_isolated(store: Arc<dyn Store>) {
     )
     .await;
 
-    let page = store.list_conversations(alice, 10, None).await.unwrap();
+    let page = store.list_conversations(&alice, 10, None).await.unwrap();
     assert_eq!(page.conversations, vec![a.clone()]);
-    let page = store.list_conversations(bob, 10, None).await.unwrap();
+    let page = store.list_conversations(&bob, 10, None).await.unwrap();
     assert_eq!(page.conversations, vec![b.clone()]);
     // Bob's cursor position does not leak Alice's conversations into his pages.
-    let first = store.list_conversations(bob, 1, None).await.unwrap();
+    let first = store.list_conversations(&bob, 1, None).await.unwrap();
     assert_eq!(first.next, None);
 
-    assert_eq!(store.count_conversations(alice).await.unwrap(), 1);
-    assert_eq!(store.count_conversations(bob).await.unwrap(), 1);
+    assert_eq!(store.count_conversations(&alice).await.unwrap(), 1);
+    assert_eq!(store.count_conversations(&bob).await.unwrap(), 1);
 
-    let hits = store.search(alice, "banana", 10).await.unwrap();
+    let hits = store.search(&alice, "banana", 10).await.unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].message_id, a_message.message.id);
-    let hits = store.search(bob, "banana", 10).await.unwrap();
+    let hits = store.search(&bob, "banana", 10).await.unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].message_id, b_message.message.id);
-    assert!(store.search(alice, "bread", 10).await.unwrap().is_empty());
-    assert!(store.search(bob, "secret", 10).await.unwrap().is_empty());
+    assert!(store.search(&alice, "bread", 10).await.unwrap().is_empty());
+    assert!(store.search(&bob, "secret", 10).await.unwrap().is_empty());
     assert!(
         store
-            .search(Uuid::new_v4(), "banana", 10)
+            .search(&UserId::new_guest(), "banana", 10)
             .await
             .unwrap()
             .is_empty()
@@ -938,8 +943,8 @@ async fn owners_are_isolated(store: Arc<dyn Store>) {
 }
 
 async fn search_finds_words_with_snippets(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let c = conversation(owner, "Animals", at(0));
+    let owner = UserId::new_guest();
+    let c = conversation(&owner, "Animals", at(0));
     let filler = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor";
     let long =
         format!("{filler} {filler} the quick brown fox jumps over the lazy dog {filler} {filler}");
@@ -960,7 +965,7 @@ async fn search_finds_words_with_snippets(store: Arc<dyn Store>) {
     );
     let untitled = StoredConversation {
         title: None,
-        ..conversation(owner, "", at(0))
+        ..conversation(&owner, "", at(0))
     };
     let other = message(
         &untitled,
@@ -982,7 +987,7 @@ async fn search_finds_words_with_snippets(store: Arc<dyn Store>) {
     )
     .await;
 
-    let hits = store.search(owner, "fox", 10).await.unwrap();
+    let hits = store.search(&owner, "fox", 10).await.unwrap();
     let ids: Vec<Uuid> = hits.iter().map(|h| h.message_id).collect();
     assert_eq!(ids.len(), 3, "{hits:?}");
     assert_eq!(
@@ -1018,7 +1023,7 @@ async fn search_finds_words_with_snippets(store: Arc<dyn Store>) {
     assert_eq!(other_hit.conversation_id, untitled.id);
 
     // Every word is required; case does not matter.
-    let hits = store.search(owner, "QUICK Dog", 10).await.unwrap();
+    let hits = store.search(&owner, "QUICK Dog", 10).await.unwrap();
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0].message_id, fox_long.message.id);
     assert!(
@@ -1031,23 +1036,23 @@ async fn search_finds_words_with_snippets(store: Arc<dyn Store>) {
             .snippet
             .contains(&format!("{SNIPPET_OPEN}dog{SNIPPET_CLOSE}"))
     );
-    assert_eq!(store.search(owner, "quick", 10).await.unwrap().len(), 2);
+    assert_eq!(store.search(&owner, "quick", 10).await.unwrap().len(), 2);
     // Whole words: no prefix matching.
-    assert!(store.search(owner, "fo", 10).await.unwrap().is_empty());
-    assert!(store.search(owner, "zebra", 10).await.unwrap().is_empty());
+    assert!(store.search(&owner, "fo", 10).await.unwrap().is_empty());
+    assert!(store.search(&owner, "zebra", 10).await.unwrap().is_empty());
 
     // The limit.
-    assert_eq!(store.search(owner, "fox", 2).await.unwrap().len(), 2);
-    assert!(store.search(owner, "fox", 0).await.unwrap().is_empty());
+    assert_eq!(store.search(&owner, "fox", 2).await.unwrap().len(), 2);
+    assert!(store.search(&owner, "fox", 0).await.unwrap().is_empty());
 }
 
 async fn search_follows_message_updates(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let c = conversation(owner, "updates", at(0));
+    let owner = UserId::new_guest();
+    let c = conversation(&owner, "updates", at(0));
     let reply = message(&c, 1, Role::Assistant, "alpha", MessageStatus::Streaming);
     apply(&store, vec![conv(&c), msg(&reply)]).await;
-    assert_eq!(store.search(owner, "alpha", 10).await.unwrap().len(), 1);
-    assert!(store.search(owner, "beta", 10).await.unwrap().is_empty());
+    assert_eq!(store.search(&owner, "alpha", 10).await.unwrap().len(), 1);
+    assert!(store.search(&owner, "beta", 10).await.unwrap().is_empty());
 
     apply(
         &store,
@@ -1058,16 +1063,16 @@ async fn search_follows_message_updates(store: Arc<dyn Store>) {
         ))],
     )
     .await;
-    assert_eq!(store.search(owner, "beta", 10).await.unwrap().len(), 1);
+    assert_eq!(store.search(&owner, "beta", 10).await.unwrap().len(), 1);
 
     apply(
         &store,
         vec![msg(&with_content(&reply, "gamma", MessageStatus::Complete))],
     )
     .await;
-    assert!(store.search(owner, "alpha", 10).await.unwrap().is_empty());
-    assert!(store.search(owner, "beta", 10).await.unwrap().is_empty());
-    let hits = store.search(owner, "gamma", 10).await.unwrap();
+    assert!(store.search(&owner, "alpha", 10).await.unwrap().is_empty());
+    assert!(store.search(&owner, "beta", 10).await.unwrap().is_empty());
+    let hits = store.search(&owner, "gamma", 10).await.unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].message_id, reply.message.id);
 
@@ -1077,17 +1082,17 @@ async fn search_follows_message_updates(store: Arc<dyn Store>) {
         vec![msg(&with_content(&reply, "gamma", MessageStatus::Failed))],
     )
     .await;
-    assert_eq!(store.search(owner, "gamma", 10).await.unwrap().len(), 1);
+    assert_eq!(store.search(&owner, "gamma", 10).await.unwrap().len(), 1);
 
     apply(&store, vec![StoreWrite::DeleteConversation(c.id)]).await;
-    assert!(store.search(owner, "gamma", 10).await.unwrap().is_empty());
+    assert!(store.search(&owner, "gamma", 10).await.unwrap().is_empty());
 }
 
 /// SQLite folds diacritics (FTS5 `remove_diacritics 2`); PostgreSQL's `simple`
 /// configuration does not: there only the accented words find accented text.
 async fn search_and_diacritics(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let c = conversation(owner, "Tiếng Việt", at(0));
+    let owner = UserId::new_guest();
+    let c = conversation(&owner, "Tiếng Việt", at(0));
     let m = message(
         &c,
         0,
@@ -1106,7 +1111,7 @@ async fn search_and_diacritics(store: Arc<dyn Store>) {
 
     // Exactly as written, and lowercased: both backends.
     for query in ["tiếng Việt", "tiếng việt", "TIẾNG Việt"] {
-        let hits = store.search(owner, query, 10).await.unwrap();
+        let hits = store.search(&owner, query, 10).await.unwrap();
         if query == "TIẾNG Việt" && store.name() == "postgres" {
             // Lowercasing non-ASCII letters follows the database's LC_CTYPE.
             continue;
@@ -1121,7 +1126,7 @@ async fn search_and_diacritics(store: Arc<dyn Store>) {
             hits[0].snippet
         );
     }
-    let hits = store.search(owner, "café", 10).await.unwrap();
+    let hits = store.search(&owner, "café", 10).await.unwrap();
     assert_eq!(hits.len(), 1);
 
     let unaccented = [
@@ -1133,7 +1138,7 @@ async fn search_and_diacritics(store: Arc<dyn Store>) {
         "cafe",
     ];
     for query in unaccented {
-        let hits = store.search(owner, query, 10).await.unwrap();
+        let hits = store.search(&owner, query, 10).await.unwrap();
         match store.name() {
             "sqlite" => {
                 assert_eq!(hits.len(), 1, "{query}: {hits:?}");
@@ -1151,7 +1156,7 @@ async fn search_and_diacritics(store: Arc<dyn Store>) {
         }
     }
     if store.name() == "sqlite" {
-        let hits = store.search(owner, "tieng viet", 10).await.unwrap();
+        let hits = store.search(&owner, "tieng viet", 10).await.unwrap();
         assert!(
             hits[0].snippet.contains(&format!(
                 "{SNIPPET_OPEN}tiếng{SNIPPET_CLOSE} {SNIPPET_OPEN}Việt{SNIPPET_CLOSE}"
@@ -1163,8 +1168,8 @@ async fn search_and_diacritics(store: Arc<dyn Store>) {
 }
 
 async fn hostile_queries_are_only_words(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let c = conversation(owner, "hostile", at(0));
+    let owner = UserId::new_guest();
+    let c = conversation(&owner, "hostile", at(0));
     let m = message(
         &c,
         0,
@@ -1244,7 +1249,7 @@ async fn hostile_queries_are_only_words(store: Arc<dyn Store>) {
     ];
     for query in hostile {
         let started = Instant::now();
-        let result = store.search(owner, query, 10).await;
+        let result = store.search(&owner, query, 10).await;
         let shown: String = query.chars().take(40).collect();
         assert!(result.is_ok(), "{shown:?}: {result:?}");
         assert!(
@@ -1270,27 +1275,27 @@ async fn hostile_queries_are_only_words(store: Arc<dyn Store>) {
         "table:fox",
         &long,
     ] {
-        let hits = store.search(owner, query, 10).await.unwrap();
+        let hits = store.search(&owner, query, 10).await.unwrap();
         let shown: String = query.chars().take(40).collect();
         assert_eq!(hits.len(), 1, "{shown:?}: {hits:?}");
     }
     // No words: no hits.
     for query in ["", " ", "\t\n  ", "\"", "*", ")(", "--", "\0", "'\"*"] {
         assert!(
-            store.search(owner, query, 10).await.unwrap().is_empty(),
+            store.search(&owner, query, 10).await.unwrap().is_empty(),
             "{query:?}"
         );
     }
     // Nothing was dropped.
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 1);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 1);
     assert_eq!(store.messages(c.id).await.unwrap(), vec![m]);
-    assert_eq!(store.search(owner, "fox", 10).await.unwrap().len(), 1);
+    assert_eq!(store.search(&owner, "fox", 10).await.unwrap().len(), 1);
 }
 
 async fn streaming_replies_are_listed(store: Arc<dyn Store>) {
     assert!(store.streaming_replies().await.unwrap().is_empty());
-    let a = conversation(Uuid::new_v4(), "a", at(0));
-    let b = conversation(Uuid::new_v4(), "b", at(0));
+    let a = conversation(&UserId::new_guest(), "a", at(0));
+    let b = conversation(&UserId::new_guest(), "b", at(0));
     let a_done = message(&a, 0, Role::Assistant, "done", MessageStatus::Complete);
     let a_streaming = message(&a, 1, Role::Assistant, "stream", MessageStatus::Streaming);
     let b_streaming = message(&b, 3, Role::Assistant, "", MessageStatus::Streaming);
@@ -1341,8 +1346,8 @@ async fn streaming_replies_are_listed(store: Arc<dyn Store>) {
 }
 
 async fn message_conversation_answers(store: Arc<dyn Store>) {
-    let a = conversation(Uuid::new_v4(), "a", at(0));
-    let b = conversation(Uuid::new_v4(), "b", at(0));
+    let a = conversation(&UserId::new_guest(), "a", at(0));
+    let b = conversation(&UserId::new_guest(), "b", at(0));
     let in_a = message(&a, 0, Role::User, "a", MessageStatus::Complete);
     let in_b = message(&b, 0, Role::User, "b", MessageStatus::Complete);
     apply(&store, vec![conv(&a), conv(&b), msg(&in_a), msg(&in_b)]).await;
@@ -1363,14 +1368,14 @@ async fn message_conversation_answers(store: Arc<dyn Store>) {
 }
 
 async fn count_conversations_counts(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 0);
+    let owner = UserId::new_guest();
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 0);
     let conversations: Vec<StoredConversation> =
-        (0..17).map(|i| conversation(owner, "c", at(i))).collect();
+        (0..17).map(|i| conversation(&owner, "c", at(i))).collect();
     apply(&store, conversations.iter().map(conv).collect()).await;
-    let other = conversation(Uuid::new_v4(), "other", at(0));
+    let other = conversation(&UserId::new_guest(), "other", at(0));
     apply(&store, vec![conv(&other)]).await;
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 17);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 17);
     apply(
         &store,
         conversations[..5]
@@ -1379,15 +1384,15 @@ async fn count_conversations_counts(store: Arc<dyn Store>) {
             .collect(),
     )
     .await;
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 12);
-    assert_eq!(store.count_conversations(other.owner).await.unwrap(), 1);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 12);
+    assert_eq!(store.count_conversations(&other.owner).await.unwrap(), 1);
 }
 
 /// PostgreSQL text cannot hold U+0000: that store keeps it as U+FFFD rather
 /// than refusing the batch; SQLite keeps it as is.
 async fn text_with_nul_is_kept(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let c = conversation(owner, "nul\0title", at(0));
+    let owner = UserId::new_guest();
+    let c = conversation(&owner, "nul\0title", at(0));
     let m = message(&c, 0, Role::User, "before\0after", MessageStatus::Complete);
     apply(&store, vec![conv(&c), msg(&m)]).await;
     let stored = only_message(&store, c.id).await;
@@ -1408,13 +1413,14 @@ async fn text_with_nul_is_kept(store: Arc<dyn Store>) {
             assert_eq!(title, "nul\0title");
         }
     }
-    assert_eq!(store.search(owner, "before", 10).await.unwrap().len(), 1);
+    assert_eq!(store.search(&owner, "before", 10).await.unwrap().len(), 1);
 }
 
 async fn concurrent_batches_all_land(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
-    let conversations: Vec<StoredConversation> =
-        (0..4).map(|i| conversation(owner, "busy", at(i))).collect();
+    let owner = UserId::new_guest();
+    let conversations: Vec<StoredConversation> = (0..4)
+        .map(|i| conversation(&owner, "busy", at(i)))
+        .collect();
     apply(&store, conversations.iter().map(conv).collect()).await;
     let doomed = conversations[3].id;
     let mut tasks = Vec::new();
@@ -1455,17 +1461,17 @@ async fn concurrent_batches_all_land(store: Arc<dyn Store>) {
     for c in &conversations[..3] {
         assert_eq!(store.messages(c.id).await.unwrap().len(), 8 * 15);
     }
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 3);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 3);
 }
 
 /// 10,000 conversations for one owner, a 1,000-message conversation, and
 /// search over 100,000 messages (of many owners) answer within bounds that
 /// only indexes allow (generous for a debug build on a slow machine).
 async fn large_histories_stay_fast(store: Arc<dyn Store>) {
-    let owner = Uuid::new_v4();
+    let owner = UserId::new_guest();
     let started = Instant::now();
     let conversations: Vec<StoredConversation> = (0..10_000)
-        .map(|i| conversation(owner, &format!("conversation {i}"), at(i * 1_000)))
+        .map(|i| conversation(&owner, &format!("conversation {i}"), at(i * 1_000)))
         .collect();
     for chunk in conversations.chunks(2_000) {
         apply(&store, chunk.iter().map(conv).collect()).await;
@@ -1490,7 +1496,7 @@ async fn large_histories_stay_fast(store: Arc<dyn Store>) {
     }
     apply(&store, writes).await;
     let others: Vec<StoredConversation> = (0..1_000)
-        .map(|i| conversation(Uuid::new_v4(), "other owner", at(i)))
+        .map(|i| conversation(&UserId::new_guest(), "other owner", at(i)))
         .collect();
     apply(&store, others.iter().map(conv).collect()).await;
     let words = [
@@ -1527,7 +1533,7 @@ async fn large_histories_stay_fast(store: Arc<dyn Store>) {
     );
 
     let started = Instant::now();
-    let listed = all_pages(&store, owner, 50).await;
+    let listed = all_pages(&store, &owner, 50).await;
     let elapsed = started.elapsed();
     assert_eq!(listed.len(), 10_000);
     eprintln!(
@@ -1540,15 +1546,15 @@ async fn large_histories_stay_fast(store: Arc<dyn Store>) {
     );
     let started = Instant::now();
     let last_page_cursor = {
-        let page = store.list_conversations(owner, 9_990, None).await.unwrap();
+        let page = store.list_conversations(&owner, 9_990, None).await.unwrap();
         page.next.unwrap()
     };
     let page = store
-        .list_conversations(owner, 50, Some(&last_page_cursor))
+        .list_conversations(&owner, 50, Some(&last_page_cursor))
         .await
         .unwrap();
     assert_eq!(page.conversations.len(), 10);
-    assert_eq!(store.count_conversations(owner).await.unwrap(), 10_000);
+    assert_eq!(store.count_conversations(&owner).await.unwrap(), 10_000);
     eprintln!(
         "{}: deep page and count in {:?}",
         store.name(),
@@ -1567,14 +1573,14 @@ async fn large_histories_stay_fast(store: Arc<dyn Store>) {
     assert!(elapsed < Duration::from_secs(2), "reading took {elapsed:?}");
 
     let started = Instant::now();
-    let hits = store.search(owner, "walrus", 20).await.unwrap();
+    let hits = store.search(&owner, "walrus", 20).await.unwrap();
     assert_eq!(hits.len(), 20);
-    let hits = store.search(owner, "cherry fig", 20).await.unwrap();
+    let hits = store.search(&owner, "cherry fig", 20).await.unwrap();
     assert_eq!(hits.len(), 20);
     assert!(hits.iter().all(|h| h.snippet.contains(SNIPPET_OPEN)));
-    let rare = store.search(owner, "message 98766", 20).await.unwrap();
+    let rare = store.search(&owner, "message 98766", 20).await.unwrap();
     assert_eq!(rare.len(), 1, "{rare:?}");
-    let none = store.search(owner, "zeppelin", 20).await.unwrap();
+    let none = store.search(&owner, "zeppelin", 20).await.unwrap();
     assert!(none.is_empty());
     let elapsed = started.elapsed() / 4;
     eprintln!(
@@ -1596,7 +1602,7 @@ async fn closed_port() -> u16 {
 
 #[tokio::test]
 async fn postgres_unreachable_answers_unavailable_quickly() {
-    let c = conversation(Uuid::new_v4(), "lost", at(0));
+    let c = conversation(&UserId::new_guest(), "lost", at(0));
     let writes = [conv(&c)];
 
     // Connection refused.
@@ -1617,11 +1623,11 @@ async fn postgres_unreachable_answers_unavailable_quickly() {
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
-        store.search(c.owner, "lost", 5).await,
+        store.search(&c.owner, "lost", 5).await,
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
-        store.list_conversations(c.owner, 5, None).await,
+        store.list_conversations(&c.owner, 5, None).await,
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
@@ -1663,7 +1669,7 @@ async fn postgres_nodes_share_one_database() {
     // Two nodes start at once: migrations run once.
     let (one, two) = tokio::join!(store::connect(&url), store::connect(&url));
     let (one, two) = (one.unwrap(), two.unwrap());
-    let c = conversation(Uuid::new_v4(), "shared", at(0));
+    let c = conversation(&UserId::new_guest(), "shared", at(0));
     let m = message(&c, 0, Role::User, "shared", MessageStatus::Complete);
     apply(&one, vec![conv(&c), msg(&m)]).await;
     assert_eq!(two.messages(c.id).await.unwrap(), vec![m.clone()]);
@@ -1770,7 +1776,7 @@ async fn sqlite_file_is_set_up_for_durability() {
 async fn sqlite_history_survives_reopening() {
     let dir = temp_dir();
     let url = format!("sqlite://{}", dir.join("history.db").display());
-    let c = conversation(Uuid::new_v4(), "kept", at(0));
+    let c = conversation(&UserId::new_guest(), "kept", at(0));
     let m = message(
         &c,
         0,
@@ -1797,7 +1803,10 @@ async fn sqlite_history_survives_reopening() {
         store.streaming_replies().await.unwrap(),
         vec![(c.id, m.message.id)]
     );
-    assert_eq!(store.search(c.owner, "restarts", 5).await.unwrap().len(), 1);
+    assert_eq!(
+        store.search(&c.owner, "restarts", 5).await.unwrap().len(),
+        1
+    );
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -1805,7 +1814,7 @@ async fn sqlite_history_survives_reopening() {
 #[tokio::test]
 async fn sqlite_in_memory_and_bad_urls() {
     let store = store::connect("sqlite::memory:").await.unwrap();
-    let c = conversation(Uuid::new_v4(), "memory", at(0));
+    let c = conversation(&UserId::new_guest(), "memory", at(0));
     apply(&store, vec![conv(&c)]).await;
     assert_eq!(store.conversation(c.id).await.unwrap(), Some(c));
 

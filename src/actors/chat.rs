@@ -12,7 +12,7 @@ use crate::engine::durable::stored_conversation;
 use crate::engine::{ConversationInfo, Turn, TurnRequest};
 use crate::protocol::{
     ApiError, ConversationDetail, ConversationListing, ConversationSummary, ErrorCode,
-    MessageStatus, Role, SearchResult, SendRequest,
+    MessageStatus, Role, SearchResult, SendRequest, UserId,
 };
 use crate::store::StoreError;
 
@@ -38,7 +38,7 @@ impl Chat {
     /// The conversation, if `user` owns it.
     pub async fn owned_conversation(
         &self,
-        user: Uuid,
+        user: UserId,
         id: Uuid,
     ) -> Result<ConversationInfo, ApiError> {
         match self.context.engine.conversation(id).await {
@@ -53,18 +53,18 @@ impl Chat {
     /// store when the node has one, else from the engine.
     pub async fn list(
         &self,
-        user: Uuid,
+        user: UserId,
         limit: usize,
         before: Option<&str>,
     ) -> Result<ConversationListing, ApiError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let page = match self.context.store() {
-            Some(store) => store.list_conversations(user, limit, before).await,
+            Some(store) => store.list_conversations(&user, limit, before).await,
             None => {
                 let list = self
                     .context
                     .engine
-                    .list_conversations(user)
+                    .list_conversations(&user)
                     .await
                     .map_err(|e| e.into_api("conversation"))?;
                 crate::store::page_of(
@@ -93,7 +93,7 @@ impl Chat {
     /// The user's own messages matching `query`, best first.
     pub async fn search(
         &self,
-        user: Uuid,
+        user: UserId,
         query: &str,
         limit: usize,
     ) -> Result<Vec<SearchResult>, ApiError> {
@@ -109,7 +109,7 @@ impl Chat {
             ));
         }
         let hits = store
-            .search(user, query, limit.clamp(1, MAX_SEARCH_RESULTS))
+            .search(&user, query, limit.clamp(1, MAX_SEARCH_RESULTS))
             .await
             .map_err(store_error)?;
         Ok(hits
@@ -127,19 +127,19 @@ impl Chat {
 
     pub async fn create(
         &self,
-        user: Uuid,
+        user: UserId,
         title: Option<String>,
     ) -> Result<ConversationDetail, ApiError> {
         let info = self
             .context
             .engine
-            .create_conversation(user, title)
+            .create_conversation(user.clone(), title)
             .await
             .map_err(|e| e.into_api("conversation"))?;
         self.detail(user, info.id).await
     }
 
-    pub async fn detail(&self, user: Uuid, id: Uuid) -> Result<ConversationDetail, ApiError> {
+    pub async fn detail(&self, user: UserId, id: Uuid) -> Result<ConversationDetail, ApiError> {
         self.owned_conversation(user, id).await?;
         let snapshot = self
             .context
@@ -157,7 +157,7 @@ impl Chat {
     }
 
     /// Starts a turn (or answers a resend) and its reply's generation.
-    pub async fn send(&self, user: Uuid, request: SendRequest) -> Result<Turn, ApiError> {
+    pub async fn send(&self, user: UserId, request: SendRequest) -> Result<Turn, ApiError> {
         request.validate()?;
         let model = request
             .model
@@ -194,7 +194,7 @@ impl Chat {
     }
 
     /// Stops a streaming reply; its text so far is kept.
-    pub async fn cancel(&self, user: Uuid, message_id: Uuid) -> Result<(), ApiError> {
+    pub async fn cancel(&self, user: UserId, message_id: Uuid) -> Result<(), ApiError> {
         let info = match self.context.engine.message(message_id).await {
             Ok(Some(info)) => info,
             Ok(None) => return Err(ApiError::not_found("message")),
@@ -227,7 +227,7 @@ impl Chat {
 
     /// Deletes a conversation: its running reply stops, its subscribers are
     /// unsubscribed, and its id is forgotten.
-    pub async fn delete(&self, user: Uuid, id: Uuid) -> Result<(), ApiError> {
+    pub async fn delete(&self, user: UserId, id: Uuid) -> Result<(), ApiError> {
         self.owned_conversation(user, id).await?;
         let engine = &self.context.engine;
         let snapshot = engine

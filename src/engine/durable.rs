@@ -33,7 +33,7 @@ use super::{
     Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
     MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest,
 };
-use crate::protocol::{Event, Message, MessageStatus, Usage};
+use crate::protocol::{Event, Message, MessageStatus, Usage, UserId};
 use crate::store::group_commit::GroupCommit;
 use crate::store::{Store, StoreError, StoreWrite, StoredConversation, StoredMessage};
 
@@ -325,7 +325,7 @@ fn apply_ending(message: &mut Message, ending: &Event) {
 pub fn stored_conversation(info: &ConversationInfo) -> StoredConversation {
     StoredConversation {
         id: info.id,
-        owner: info.owner,
+        owner: info.owner.clone(),
         title: info.title.clone(),
         created_at: info.created_at,
         updated_at: info.updated_at,
@@ -351,7 +351,7 @@ impl Engine for DurableEngine {
 
     async fn create_conversation(
         &self,
-        owner: Uuid,
+        owner: UserId,
         title: Option<String>,
     ) -> EngineResult<ConversationInfo> {
         let info = self.engine.create_conversation(owner, title).await?;
@@ -375,7 +375,7 @@ impl Engine for DurableEngine {
         }
     }
 
-    async fn list_conversations(&self, owner: Uuid) -> EngineResult<Vec<ConversationInfo>> {
+    async fn list_conversations(&self, owner: &UserId) -> EngineResult<Vec<ConversationInfo>> {
         self.engine.list_conversations(owner).await
     }
 

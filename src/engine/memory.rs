@@ -16,7 +16,7 @@ use super::{
     Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
     MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
 };
-use crate::protocol::{Event, LogEntry, Message, MessageStatus, TurnAck, unix_millis};
+use crate::protocol::{Event, LogEntry, Message, MessageStatus, TurnAck, UserId, unix_millis};
 use crate::transcript::Transcript;
 
 /// The memory engine. Cheap to clone handles are not needed: it is shared as
@@ -36,7 +36,7 @@ struct State {
     /// message id → conversation id, for cancels that name only the message.
     messages: HashMap<Uuid, Uuid>,
     /// (user, client_msg_id) → the turn it started.
-    turns: HashMap<(Uuid, Uuid), RememberedTurn>,
+    turns: HashMap<(UserId, Uuid), RememberedTurn>,
     watched: HashSet<Uuid>,
     /// Streaming replies: (conversation, message).
     in_flight: HashSet<(Uuid, Uuid)>,
@@ -52,7 +52,7 @@ struct Conversation {
     seq: u64,
     log: VecDeque<Arc<LogEntry>>,
     transcript: Transcript,
-    client_msg_ids: Vec<(Uuid, Uuid)>,
+    client_msg_ids: Vec<(UserId, Uuid)>,
 }
 
 #[derive(Clone)]
@@ -148,7 +148,7 @@ impl State {
     }
 }
 
-fn new_conversation(owner: Uuid, title: Option<String>) -> Conversation {
+fn new_conversation(owner: UserId, title: Option<String>) -> Conversation {
     let now = super::now();
     Conversation {
         info: ConversationInfo {
@@ -178,7 +178,7 @@ impl Engine for MemoryEngine {
 
     async fn create_conversation(
         &self,
-        owner: Uuid,
+        owner: UserId,
         title: Option<String>,
     ) -> EngineResult<ConversationInfo> {
         let conversation = new_conversation(owner, title);
@@ -191,12 +191,12 @@ impl Engine for MemoryEngine {
         Ok(self.lock().conversations.get(&id).map(|c| c.info.clone()))
     }
 
-    async fn list_conversations(&self, owner: Uuid) -> EngineResult<Vec<ConversationInfo>> {
+    async fn list_conversations(&self, owner: &UserId) -> EngineResult<Vec<ConversationInfo>> {
         let mut list: Vec<_> = self
             .lock()
             .conversations
             .values()
-            .filter(|c| c.info.owner == owner)
+            .filter(|c| &c.info.owner == owner)
             .map(|c| c.info.clone())
             .collect();
         list.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));
@@ -226,7 +226,7 @@ impl Engine for MemoryEngine {
     async fn start_turn(&self, request: TurnRequest) -> EngineResult<Turn> {
         let mut state = self.lock();
         if let Some(client_msg_id) = request.client_msg_id
-            && let Some(first) = state.turns.get(&(request.user, client_msg_id))
+            && let Some(first) = state.turns.get(&(request.user.clone(), client_msg_id))
         {
             if first.content != request.content
                 || request.conversation_id.is_some_and(|id| {
@@ -264,7 +264,7 @@ impl Engine for MemoryEngine {
             }
             None => {
                 let conversation =
-                    new_conversation(request.user, Some(title_from(&request.content)));
+                    new_conversation(request.user.clone(), Some(title_from(&request.content)));
                 let id = conversation.info.id;
                 state.conversations.insert(id, conversation);
                 id
@@ -289,9 +289,9 @@ impl Engine for MemoryEngine {
             Event::Message { message: reply },
         )?;
         if let Some(client_msg_id) = request.client_msg_id {
-            let key = (request.user, client_msg_id);
+            let key = (request.user.clone(), client_msg_id);
             state.turns.insert(
-                key,
+                key.clone(),
                 RememberedTurn {
                     content: request.content,
                     requested_conversation: request.conversation_id,
@@ -406,7 +406,7 @@ impl Engine for MemoryEngine {
         if let Some(conversation) = state.conversations.get(&copy.info.id) {
             return Ok(conversation.epoch.clone());
         }
-        let mut conversation = new_conversation(copy.info.owner, copy.info.title.clone());
+        let mut conversation = new_conversation(copy.info.owner.clone(), copy.info.title.clone());
         conversation.info = copy.info.clone();
         let epoch = conversation.epoch.clone();
         state.conversations.insert(copy.info.id, conversation);
@@ -437,7 +437,7 @@ impl Engine for MemoryEngine {
             .message(message_id)
             .map(|m| MessageInfo {
                 conversation_id: conversation.info.id,
-                owner: conversation.info.owner,
+                owner: conversation.info.owner.clone(),
                 role: m.role,
                 status: m.status,
             }))

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::protocol::{
-    ApiError, ErrorCode, Event, LogEntry, Message, MessageStatus, Role, TurnAck,
+    ApiError, ErrorCode, Event, LogEntry, Message, MessageStatus, Role, TurnAck, UserId,
 };
 
 pub use memory::MemoryEngine;
@@ -28,7 +28,7 @@ pub use redis::RedisEngine;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConversationInfo {
     pub id: Uuid,
-    pub owner: Uuid,
+    pub owner: UserId,
     pub title: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -38,7 +38,7 @@ pub struct ConversationInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageInfo {
     pub conversation_id: Uuid,
-    pub owner: Uuid,
+    pub owner: UserId,
     pub role: Role,
     pub status: MessageStatus,
 }
@@ -73,7 +73,7 @@ pub struct Snapshot {
 /// A user's turn: their message and the reply it asks for.
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
-    pub user: Uuid,
+    pub user: UserId,
     /// `None` starts a new conversation.
     pub conversation_id: Option<Uuid>,
     pub content: String,
@@ -206,14 +206,14 @@ pub trait Engine: Send + Sync + 'static {
 
     async fn create_conversation(
         &self,
-        owner: Uuid,
+        owner: UserId,
         title: Option<String>,
     ) -> EngineResult<ConversationInfo>;
 
     async fn conversation(&self, id: Uuid) -> EngineResult<Option<ConversationInfo>>;
 
     /// The owner's conversations, most recently updated first.
-    async fn list_conversations(&self, owner: Uuid) -> EngineResult<Vec<ConversationInfo>>;
+    async fn list_conversations(&self, owner: &UserId) -> EngineResult<Vec<ConversationInfo>>;
 
     /// Forgets a conversation, its log and its `client_msg_id`s, and publishes
     /// `Deleted` to its watchers.

@@ -33,7 +33,7 @@ use super::{
     Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
     MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
 };
-use crate::protocol::{Event, LogEntry, Message, MessageStatus, Role, TurnAck};
+use crate::protocol::{Event, LogEntry, Message, MessageStatus, Role, TurnAck, UserId};
 
 /// How long a `client_msg_id` is remembered (the contract asks for 24 hours).
 const TURN_MEMORY: Duration = Duration::from_secs(48 * 3600);
@@ -124,7 +124,7 @@ fn node_channel(node_id: &str) -> String {
     format!("cs:node:{node_id}")
 }
 
-fn user_key(user: Uuid) -> String {
+fn user_key(user: &UserId) -> String {
     format!("cs:user:{user}:conversations")
 }
 
@@ -132,7 +132,7 @@ fn message_key(message_id: Uuid) -> String {
     format!("cs:msg:{message_id}")
 }
 
-fn turn_key(user: Uuid, client_msg_id: Uuid) -> String {
+fn turn_key(user: &UserId, client_msg_id: Uuid) -> String {
     format!("cs:turn:{user}:{client_msg_id}")
 }
 
@@ -475,7 +475,7 @@ impl RedisEngine {
         request: &TurnRequest,
         client_msg_id: Uuid,
     ) -> EngineResult<Option<Turn>> {
-        let key = turn_key(request.user, client_msg_id);
+        let key = turn_key(&request.user, client_msg_id);
         let mut connection = self.connection.clone();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -674,14 +674,14 @@ impl Engine for RedisEngine {
 
     async fn create_conversation(
         &self,
-        owner: Uuid,
+        owner: UserId,
         title: Option<String>,
     ) -> EngineResult<ConversationInfo> {
         let id = Uuid::new_v4();
         let title_arg = title.as_ref().map(|t| format!("T{t}")).unwrap_or_default();
         let mut connection = self.connection.clone();
         let _: () = connection
-            .sadd(user_key(owner), id.to_string())
+            .sadd(user_key(&owner), id.to_string())
             .await
             .map_err(map_error)?;
         self.run(
@@ -718,10 +718,10 @@ impl Engine for RedisEngine {
         }))
     }
 
-    async fn list_conversations(&self, owner: Uuid) -> EngineResult<Vec<ConversationInfo>> {
+    async fn list_conversations(&self, owner: &UserId) -> EngineResult<Vec<ConversationInfo>> {
         let (ids,): (Vec<String>,) = self
             .fenced(None, |pipe| {
-                pipe.smembers(user_key(owner));
+                pipe.smembers(user_key(&owner));
             })
             .await?;
         let mut connection = self.connection.clone();
@@ -729,11 +729,11 @@ impl Engine for RedisEngine {
         for id in ids {
             let Ok(id) = id.parse::<Uuid>() else { continue };
             match self.conversation(id).await? {
-                Some(info) if info.owner == owner => list.push(info),
+                Some(info) if &info.owner == owner => list.push(info),
                 // Expired or deleted: forget it here too.
                 _ => {
                     let _: () = connection
-                        .srem(user_key(owner), id.to_string())
+                        .srem(user_key(&owner), id.to_string())
                         .await
                         .map_err(map_error)?;
                 }
@@ -757,7 +757,7 @@ impl Engine for RedisEngine {
             }
         }
         if let Some(owner) = owner {
-            pipe.srem(user_key(owner), id.to_string()).ignore();
+            pipe.srem(user_key(&owner), id.to_string()).ignore();
         }
         let mut connection = self.connection.clone();
         pipe.query_async::<()>(&mut connection)
@@ -774,7 +774,7 @@ impl Engine for RedisEngine {
         let result = self.record_turn(&request).await;
         if let (Err(_), Some(client_msg_id)) = (&result, request.client_msg_id) {
             let mut connection = self.connection.clone();
-            let _: Result<(), _> = connection.del(turn_key(request.user, client_msg_id)).await;
+            let _: Result<(), _> = connection.del(turn_key(&request.user, client_msg_id)).await;
         }
         result
     }
@@ -921,7 +921,7 @@ impl Engine for RedisEngine {
         if outcome == "rebuilt" {
             let ttl = self.conversation_ttl.as_secs().max(1);
             let mut pipe = redis::pipe();
-            pipe.sadd(user_key(copy.info.owner), id.to_string())
+            pipe.sadd(user_key(&copy.info.owner), id.to_string())
                 .ignore();
             for message in &copy.messages {
                 pipe.set_ex(message_key(message.id), id.to_string(), ttl)
@@ -1243,7 +1243,7 @@ impl RedisEngine {
         let mut connection = self.connection.clone();
         if create {
             let _: () = connection
-                .sadd(user_key(request.user), conversation_id.to_string())
+                .sadd(user_key(&request.user), conversation_id.to_string())
                 .await
                 .map_err(map_error)?;
         }
@@ -1288,7 +1288,7 @@ impl RedisEngine {
         .ignore()
         .set_ex(message_key(reply.id), conversation_id.to_string(), ttl)
         .ignore()
-        .expire(user_key(request.user), ttl as i64)
+        .expire(user_key(&request.user), ttl as i64)
         .ignore()
         .zadd(
             IN_FLIGHT_KEY,
@@ -1304,7 +1304,7 @@ impl RedisEngine {
                 user_seq,
             };
             pipe.set_ex(
-                turn_key(request.user, client_msg_id),
+                turn_key(&request.user, client_msg_id),
                 serde_json::to_string(&remembered).map_err(internal)?,
                 TURN_MEMORY.as_secs(),
             )

@@ -13,13 +13,12 @@ use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::actors::NodeContext;
 use crate::actors::chat::Chat;
 use crate::actors::supervisor::NodeActors;
 use crate::auth::Auth;
-use crate::protocol::{ApiError, ErrorCode};
+use crate::protocol::{ApiError, ErrorCode, UserId};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -125,7 +124,7 @@ impl From<ApiError> for HttpError {
 }
 
 /// The caller of an `/api/` route, from `Authorization: Bearer <token>`.
-pub struct User(pub Uuid);
+pub struct User(pub UserId);
 
 impl FromRequest for User {
     type Error = HttpError;

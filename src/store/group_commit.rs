@@ -80,6 +80,8 @@ mod tests {
     use tokio::sync::Semaphore;
     use uuid::Uuid;
 
+    use crate::protocol::UserId;
+
     use super::*;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{ConversationPage, SearchHit, StoredConversation, StoredMessage};
@@ -116,13 +118,13 @@ mod tests {
         }
         async fn list_conversations(
             &self,
-            owner: Uuid,
+            owner: &UserId,
             limit: usize,
             before: Option<&str>,
         ) -> StoreResult<ConversationPage> {
             self.inner.list_conversations(owner, limit, before).await
         }
-        async fn count_conversations(&self, owner: Uuid) -> StoreResult<u64> {
+        async fn count_conversations(&self, owner: &UserId) -> StoreResult<u64> {
             self.inner.count_conversations(owner).await
         }
         async fn streaming_replies(&self) -> StoreResult<Vec<(Uuid, Uuid)>> {
@@ -130,7 +132,7 @@ mod tests {
         }
         async fn search(
             &self,
-            owner: Uuid,
+            owner: &UserId,
             query: &str,
             limit: usize,
         ) -> StoreResult<Vec<SearchHit>> {
@@ -146,16 +148,19 @@ mod tests {
             gate: Semaphore::new(0),
         });
         let group = Arc::new(GroupCommit::new(store.clone()));
-        let owner = Uuid::new_v4();
-        let write = move || {
-            let now = crate::engine::now();
-            vec![StoreWrite::Conversation(StoredConversation {
-                id: Uuid::new_v4(),
-                owner,
-                title: None,
-                created_at: now,
-                updated_at: now,
-            })]
+        let owner = UserId::new_guest();
+        let write = {
+            let owner = owner.clone();
+            move || {
+                let now = crate::engine::now();
+                vec![StoreWrite::Conversation(StoredConversation {
+                    id: Uuid::new_v4(),
+                    owner: owner.clone(),
+                    title: None,
+                    created_at: now,
+                    updated_at: now,
+                })]
+            }
         };
         let first = tokio::spawn({
             let group = group.clone();
@@ -193,6 +198,6 @@ mod tests {
             2,
             "one commit for the 20"
         );
-        assert_eq!(store.count_conversations(owner).await.unwrap(), 21);
+        assert_eq!(store.count_conversations(&owner).await.unwrap(), 21);
     }
 }

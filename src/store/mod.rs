@@ -50,7 +50,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::protocol::{Message, MessageStatus, Role, Usage};
+use crate::protocol::{Message, MessageStatus, Role, Usage, UserId};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -66,7 +66,7 @@ pub const SNIPPET_ELLIPSIS: &str = "…";
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredConversation {
     pub id: Uuid,
-    pub owner: Uuid,
+    pub owner: UserId,
     pub title: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -205,13 +205,13 @@ pub trait Store: Send + Sync + 'static {
     /// `updated_at`, as long as none is updated meanwhile.
     async fn list_conversations(
         &self,
-        owner: Uuid,
+        owner: &UserId,
         limit: usize,
         before: Option<&str>,
     ) -> StoreResult<ConversationPage>;
 
     /// How many conversations the owner has.
-    async fn count_conversations(&self, owner: Uuid) -> StoreResult<u64>;
+    async fn count_conversations(&self, owner: &UserId) -> StoreResult<u64>;
 
     /// Every reply stored as still streaming: (conversation id, message id),
     /// ordered by conversation then position.
@@ -226,7 +226,12 @@ pub trait Store: Send + Sync + 'static {
     /// quotes, operators, `*`, parentheses, SQL or FTS syntax never cause an
     /// error, only the words in them are searched. A query without any word
     /// (empty, whitespace, punctuation only) answers no hits.
-    async fn search(&self, owner: Uuid, query: &str, limit: usize) -> StoreResult<Vec<SearchHit>>;
+    async fn search(
+        &self,
+        owner: &UserId,
+        query: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<SearchHit>>;
 }
 
 /// Connects by URL scheme: `sqlite://PATH` (file created if missing, parent
@@ -507,14 +512,14 @@ mod tests {
 
     #[test]
     fn a_whole_list_pages_each_conversation_once_newest_first() {
-        let owner = Uuid::new_v4();
+        let owner = UserId::new_guest();
         let list: Vec<StoredConversation> = (0..25)
             .map(|i| {
                 // Five share each update time: ties are broken by id.
                 let at = DateTime::from_timestamp_micros(1_780_000_000_000_000 + i / 5).unwrap();
                 StoredConversation {
                     id: Uuid::new_v4(),
-                    owner,
+                    owner: owner.clone(),
                     title: None,
                     created_at: at,
                     updated_at: at,

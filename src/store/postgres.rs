@@ -29,7 +29,7 @@ use super::{
     from_micros, map_sqlx_error, micros, page_query_limit, parse_role, parse_status, role_str,
     search_limit, search_words, status_str, to_i64, to_u64, usage_columns, usage_from,
 };
-use crate::protocol::Message;
+use crate::protocol::{Message, UserId};
 
 /// How long an operation waits for a connection (new or pooled).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -102,7 +102,11 @@ fn lock_key(id: Uuid) -> i32 {
 fn conversation_from_row(row: &PgRow) -> StoreResult<StoredConversation> {
     Ok(StoredConversation {
         id: row.try_get("id").map_err(db_error)?,
-        owner: row.try_get("owner").map_err(db_error)?,
+        owner: {
+            let owner: &str = row.try_get("owner").map_err(db_error)?;
+            UserId::parse(owner)
+                .ok_or_else(|| StoreError::Internal(format!("bad owner `{owner}` stored")))?
+        },
         title: row.try_get("title").map_err(db_error)?,
         created_at: row.try_get("created_at").map_err(db_error)?,
         updated_at: row.try_get("updated_at").map_err(db_error)?,
@@ -209,7 +213,7 @@ impl PostgresStore {
                        updated_at = GREATEST(conversations.updated_at, EXCLUDED.updated_at)",
                 )
                 .bind(c.id)
-                .bind(c.owner)
+                .bind(c.owner.as_str())
                 .bind(pg_opt_text(&c.title))
                 .bind(pg_time(c.created_at)?)
                 .bind(pg_time(c.updated_at)?)
@@ -349,7 +353,7 @@ impl Store for PostgresStore {
 
     async fn list_conversations(
         &self,
-        owner: Uuid,
+        owner: &UserId,
         limit: usize,
         before: Option<&str>,
     ) -> StoreResult<ConversationPage> {
@@ -361,7 +365,7 @@ impl Store for PostgresStore {
                     "SELECT id, owner, title, created_at, updated_at FROM conversations \
                      WHERE owner = $1 ORDER BY updated_at DESC, id DESC LIMIT $2",
                 )
-                .bind(owner)
+                .bind(owner.as_str())
                 .bind(query_limit)
                 .fetch_all(&self.pool)
                 .await
@@ -371,7 +375,7 @@ impl Store for PostgresStore {
                      WHERE owner = $1 AND (updated_at, id) < ($2, $3) \
                      ORDER BY updated_at DESC, id DESC LIMIT $4",
                 )
-                .bind(owner)
+                .bind(owner.as_str())
                 .bind(from_micros(cursor.updated_at_micros).map_err(|_| StoreError::InvalidCursor)?)
                 .bind(cursor.id)
                 .bind(query_limit)
@@ -388,11 +392,11 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn count_conversations(&self, owner: Uuid) -> StoreResult<u64> {
+    async fn count_conversations(&self, owner: &UserId) -> StoreResult<u64> {
         deadline(async {
             let (count,): (i64,) =
                 sqlx::query_as("SELECT count(*) FROM conversations WHERE owner = $1")
-                    .bind(owner)
+                    .bind(owner.as_str())
                     .fetch_one(&self.pool)
                     .await
                     .map_err(db_error)?;
@@ -414,7 +418,12 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn search(&self, owner: Uuid, query: &str, limit: usize) -> StoreResult<Vec<SearchHit>> {
+    async fn search(
+        &self,
+        owner: &UserId,
+        query: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<SearchHit>> {
         let words = search_words(query);
         if words.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -443,7 +452,7 @@ impl Store for PostgresStore {
                  ) AS hit, plainto_tsquery('simple', $2) AS q \
                  ORDER BY hit.rank DESC, hit.created_at DESC, hit.id DESC",
             )
-            .bind(owner)
+            .bind(owner.as_str())
             .bind(text)
             .bind(search_limit(limit))
             .bind(options)

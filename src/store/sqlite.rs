@@ -27,7 +27,7 @@ use super::{
     from_micros, map_sqlx_error, micros, page_query_limit, parse_role, parse_status, role_str,
     search_limit, search_words, status_str, to_i64, to_u64, usage_columns, usage_from,
 };
-use crate::protocol::Message;
+use crate::protocol::{Message, UserId};
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,10 +63,14 @@ fn parse_uuid(text: &str) -> StoreResult<Uuid> {
         .map_err(|e| StoreError::Internal(format!("bad uuid `{text}` stored: {e}")))
 }
 
+fn parse_owner(text: &str) -> StoreResult<UserId> {
+    UserId::parse(text).ok_or_else(|| StoreError::Internal(format!("bad owner `{text}` stored")))
+}
+
 fn conversation_from_row(row: &SqliteRow) -> StoreResult<StoredConversation> {
     Ok(StoredConversation {
         id: parse_uuid(row.try_get("id").map_err(db_error)?)?,
-        owner: parse_uuid(row.try_get("owner").map_err(db_error)?)?,
+        owner: parse_owner(row.try_get("owner").map_err(db_error)?)?,
         title: row.try_get("title").map_err(db_error)?,
         created_at: from_micros(row.try_get("created_at").map_err(db_error)?)?,
         updated_at: from_micros(row.try_get("updated_at").map_err(db_error)?)?,
@@ -161,7 +165,7 @@ impl SqliteStore {
                        updated_at = max(conversations.updated_at, excluded.updated_at)",
                 )
                 .bind(c.id.to_string())
-                .bind(c.owner.to_string())
+                .bind(c.owner.as_str())
                 .bind(c.title.as_deref())
                 .bind(micros(c.created_at))
                 .bind(micros(c.updated_at))
@@ -311,7 +315,7 @@ impl Store for SqliteStore {
 
     async fn list_conversations(
         &self,
-        owner: Uuid,
+        owner: &UserId,
         limit: usize,
         before: Option<&str>,
     ) -> StoreResult<ConversationPage> {
@@ -321,7 +325,7 @@ impl Store for SqliteStore {
                 "SELECT id, owner, title, created_at, updated_at FROM conversations \
                  WHERE owner = ?1 ORDER BY updated_at DESC, id DESC LIMIT ?2",
             )
-            .bind(owner.to_string())
+            .bind(owner.as_str())
             .bind(query_limit)
             .fetch_all(&self.pool)
             .await
@@ -333,7 +337,7 @@ impl Store for SqliteStore {
                      WHERE owner = ?1 AND (updated_at < ?2 OR (updated_at = ?2 AND id < ?3)) \
                      ORDER BY updated_at DESC, id DESC LIMIT ?4",
                 )
-                .bind(owner.to_string())
+                .bind(owner.as_str())
                 .bind(cursor.updated_at_micros)
                 .bind(cursor.id.to_string())
                 .bind(query_limit)
@@ -349,10 +353,10 @@ impl Store for SqliteStore {
         Ok(finish_page(conversations, limit))
     }
 
-    async fn count_conversations(&self, owner: Uuid) -> StoreResult<u64> {
+    async fn count_conversations(&self, owner: &UserId) -> StoreResult<u64> {
         let (count,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM conversations WHERE owner = ?1")
-                .bind(owner.to_string())
+                .bind(owner.as_str())
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db_error)?;
@@ -372,7 +376,12 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn search(&self, owner: Uuid, query: &str, limit: usize) -> StoreResult<Vec<SearchHit>> {
+    async fn search(
+        &self,
+        owner: &UserId,
+        query: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<SearchHit>> {
         let words = search_words(query);
         if words.is_empty() || limit == 0 {
             return Ok(Vec::new());
@@ -399,7 +408,7 @@ impl Store for SqliteStore {
         .bind(SNIPPET_ELLIPSIS)
         .bind(SNIPPET_TOKENS)
         .bind(fts_query)
-        .bind(owner.to_string())
+        .bind(owner.as_str())
         .bind(search_limit(limit))
         .fetch_all(&self.pool)
         .await

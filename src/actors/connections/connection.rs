@@ -25,7 +25,7 @@ use crate::actors::conversations::conversation::{JoinError, JoinMode, Subscriber
 use crate::actors::{Frame, NodeContext};
 use crate::protocol::{
     Ack, ApiError, ClientFrame, ClientRequest, ErrorCode, PROTOCOL_VERSION, ServerFrame, Since,
-    close_code,
+    UserId, close_code,
 };
 
 /// How often a join is retried when it meets a Conversation that is stopping.
@@ -57,7 +57,7 @@ pub enum ConnectionMsg {
 
 pub struct ConnectionArgs {
     pub connection_id: Uuid,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub outbox: Outbox,
     pub chat: Chat,
     pub conversations: ActorRef<ConversationsMsg>,
@@ -67,7 +67,7 @@ pub struct Connection;
 
 pub struct ConnectionState {
     connection_id: Uuid,
-    user_id: Uuid,
+    user_id: UserId,
     outbox: Outbox,
     chat: Chat,
     conversations: ActorRef<ConversationsMsg>,
@@ -116,7 +116,7 @@ impl Actor for Connection {
         state.send(&ServerFrame::Welcome {
             node_id: state.context.node_id.clone(),
             connection_id: state.connection_id,
-            user_id: state.user_id,
+            user_id: state.user_id.clone(),
             protocol: PROTOCOL_VERSION,
             heartbeat_ms: state.context.settings.heartbeat_ms,
         });
@@ -218,7 +218,7 @@ impl Actor for Connection {
 impl ConnectionState {
     async fn request(&mut self, myself: &ActorRef<ConnectionMsg>, frame: ClientFrame) {
         let ClientFrame { id, request } = frame;
-        let user = self.user_id;
+        let user = self.user_id.clone();
         match request {
             ClientRequest::Ping => self.send(&ServerFrame::Pong { id }),
             ClientRequest::Subscribe {
@@ -294,7 +294,7 @@ impl ConnectionState {
         frame_id: Option<String>,
     ) -> Result<(), ApiError> {
         self.chat
-            .owned_conversation(self.user_id, conversation_id)
+            .owned_conversation(self.user_id.clone(), conversation_id)
             .await?;
         if !self.subscriptions.contains_key(&conversation_id)
             && self.subscriptions.len() >= self.context.settings.max_subscriptions
