@@ -6,8 +6,10 @@
 //! exists for are throughputs of whole loops (millions of operations), where
 //! a statistics framework adds compile time and nothing the reading needs.
 //!
-//!     cargo bench --bench hot_path            # everything, about 15 s
+//!     cargo bench --bench hot_path            # everything, about 30 s
 //!     cargo bench --bench hot_path -- frame   # the sections whose name matches
+//!
+//! The `redis` section starts its own `redis-server` (skipped without one).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +23,8 @@ use chatstream::actors::connections::outbox::{Outbox, OutboxReceiver};
 use chatstream::actors::directory::ActorDirectory;
 use chatstream::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
 use chatstream::config::Settings;
-use chatstream::engine::{Engine, MemoryEngine, TextAppend, TurnRequest};
+use chatstream::engine::redis::RedisOptions;
+use chatstream::engine::{Engine, MemoryEngine, RedisEngine, TextAppend, TurnRequest};
 use chatstream::protocol::UserId;
 use chatstream::protocol::{Event, LogEntry, ServerFrame};
 use chatstream::providers::{DemoProvider, Providers};
@@ -41,6 +44,9 @@ fn main() {
     }
     if wanted("engine") {
         runtime.block_on(memory_engine_append());
+    }
+    if wanted("redis") {
+        runtime.block_on(redis_cost_per_send());
     }
     if wanted("actors") {
         // (conversations, watchers each, COALESCE_MS, ms between tokens, turns)
@@ -243,9 +249,12 @@ async fn actor_pipeline(
         for _ in 0..watchers {
             let (actor, mut outbox) = open(&actors, &chat, user.clone()).await;
             actor
-                .cast(ConnectionMsg::Text(format!(
-                    r#"{{"type":"subscribe","id":"s","conversation_id":"{conversation}"}}"#
-                )))
+                .cast(ConnectionMsg::Text {
+                    text: format!(
+                        r#"{{"type":"subscribe","id":"s","conversation_id":"{conversation}"}}"#
+                    ),
+                    slot: None,
+                })
                 .expect("the connection is alive");
             wait_for(&mut outbox, r#""type":"subscribed""#).await;
             followers.push((actor, outbox));
@@ -261,9 +270,12 @@ async fn actor_pipeline(
             let mut frames = 0u64;
             for turn in 0..turns {
                 actor
-                    .cast(ConnectionMsg::Text(format!(
-                        r#"{{"type":"send","id":"t{turn}","conversation_id":"{conversation}","content":"How do actors work?"}}"#
-                    )))
+                    .cast(ConnectionMsg::Text {
+                        text: format!(
+                            r#"{{"type":"send","id":"t{turn}","conversation_id":"{conversation}","content":"How do actors work?"}}"#
+                        ),
+                        slot: None,
+                    })
                     .expect("the connection is alive");
                 frames += wait_for(&mut outbox, r#""kind":"done""#).await;
             }
@@ -305,7 +317,7 @@ async fn open(
     chat: &Chat,
     user_id: UserId,
 ) -> (ActorRef<ConnectionMsg>, OutboxReceiver) {
-    let (outbox, receiver) = Outbox::channel(1 << 16);
+    let (outbox, receiver) = Outbox::channel(1 << 16, usize::MAX);
     let args = ConnectionArgs {
         connection_id: Uuid::new_v4(),
         user_id,
@@ -335,5 +347,332 @@ async fn wait_for(outbox: &mut OutboxReceiver, marker: &str) -> u64 {
         if frame.contains(marker) {
             return frames;
         }
+    }
+}
+
+/// Redis's work for one send (a turn, five deltas, the ending) into a
+/// conversation of 2 messages and into one of 2,000, as Redis itself
+/// counts it, medians over the sends: the CPU time of its main thread (the
+/// thread every command of every node waits for; the measurement's own
+/// commands taken out), the execution time of the scripts (`INFO
+/// commandstats`, which times a script with the commands it calls), and the
+/// commands run, a script's included (free of a shared machine's noise).
+/// Also what the reads that grow with the conversation cost: a snapshot (a
+/// join without `since`, a GET, a generation's start) and `message_at`
+/// (what a durable node reads per turn and ending).
+async fn redis_cost_per_send() {
+    const SENDS: usize = 100;
+    const DELTAS: usize = 5;
+    let Some(server) = BenchRedis::start() else {
+        println!("\nredis: skipped, no redis-server on PATH");
+        return;
+    };
+    let mut options = RedisOptions::new(10_000, Duration::from_secs(3600));
+    // The long conversation takes more turns than the default allows: the
+    // measure is of a send's cost, not of the limit.
+    options.limits.max_messages_per_conversation = usize::MAX;
+    options.limits.max_generations_per_user = usize::MAX;
+    let engine = RedisEngine::connect_with(&server.url(), "bench", options)
+        .await
+        .expect("connects to the bench redis-server");
+    let mut stats = server.stats();
+    // What measuring costs Redis's CPU by itself, taken out of every send.
+    let mut idle: Vec<u64> = (0..SENDS)
+        .map(|_| {
+            let before = stats.cpu_micros();
+            for _ in 0..3 {
+                stats.reset();
+                stats.script_micros();
+                stats.commands();
+            }
+            stats.cpu_micros() - before
+        })
+        .collect();
+    let overhead = median(&mut idle);
+    println!(
+        "\nredis: Redis's work per send (turn + {DELTAS} deltas + ending), median of {SENDS} sends"
+    );
+    for size in [2usize, 2000] {
+        let user = UserId::new_guest();
+        let long = filled_conversation(&engine, &user, None, size).await;
+        let mut cpu = Vec::new();
+        let mut commands = Vec::new();
+        let mut scripts = [Vec::new(), Vec::new(), Vec::new()];
+        let mut last = long;
+        for _ in 0..SENDS {
+            // A fresh 2-message conversation for every short send, so that
+            // the short case stays short; the long one grows to 2,200.
+            let id = if size == 2 {
+                filled_conversation(&engine, &user, None, 2).await
+            } else {
+                long
+            };
+            last = id;
+            let before = stats.cpu_micros();
+            stats.reset();
+            let turn = engine
+                .start_turn(bench_turn(
+                    &user,
+                    Some(id),
+                    "And what about supervision trees?",
+                ))
+                .await
+                .expect("a turn");
+            scripts[0].push(stats.script_micros());
+            let mut ran = stats.commands();
+            stats.reset();
+            let reply = turn.ack.assistant_message_id;
+            let mut offset = 0;
+            for _ in 0..DELTAS {
+                let text = " a few tokens of text".to_owned();
+                let len = text.len();
+                engine
+                    .append_text(id, reply, offset, text, "bench")
+                    .await
+                    .expect("appended");
+                offset += len;
+            }
+            scripts[1].push(stats.script_micros());
+            ran += stats.commands();
+            stats.reset();
+            engine
+                .end_reply(id, bench_done(reply), "bench")
+                .await
+                .expect("ended");
+            scripts[2].push(stats.script_micros());
+            ran += stats.commands();
+            cpu.push((stats.cpu_micros() - before).saturating_sub(overhead));
+            commands.push(ran);
+        }
+        let [turns, deltas, endings] = &mut scripts;
+        let mut totals: Vec<u64> = (0..SENDS)
+            .map(|i| turns[i] + deltas[i] + endings[i])
+            .collect();
+        stats.reset();
+        for _ in 0..10 {
+            engine.snapshot(last).await.expect("a snapshot");
+        }
+        let snapshot = stats.script_micros() as f64 / 10.0;
+        let messages = engine.snapshot(last).await.expect("a snapshot").messages;
+        stats.reset();
+        for _ in 0..50 {
+            for message in &messages[messages.len() - 2..] {
+                engine
+                    .message_at(last, message.id)
+                    .await
+                    .expect("a message");
+            }
+        }
+        let message_at = stats.script_micros() as f64 / 100.0;
+        println!(
+            "  {size:>5} messages: CPU {:>6} µs  scripts {:>6} µs (turn {:>5}, {DELTAS} deltas {:>4}, ending {:>5})  {:>5} commands  snapshot of {}: {:>6.0} µs  message_at {:>4.0} µs",
+            median(&mut cpu),
+            median(&mut totals),
+            median(turns),
+            median(deltas),
+            median(endings),
+            median(&mut commands),
+            messages.len(),
+            snapshot,
+            message_at,
+        );
+    }
+}
+
+fn bench_turn(user: &UserId, conversation_id: Option<Uuid>, content: &str) -> TurnRequest {
+    TurnRequest {
+        user: user.clone(),
+        conversation_id,
+        content: content.into(),
+        model: "demo".into(),
+        client_msg_id: None,
+    }
+}
+
+fn bench_done(message_id: Uuid) -> Event {
+    Event::Done {
+        message_id,
+        finish_reason: "stop".into(),
+        usage: None,
+    }
+}
+
+/// A conversation of `messages` messages (questions and 600-byte answers),
+/// every reply ended.
+async fn filled_conversation(
+    engine: &RedisEngine,
+    user: &UserId,
+    mut conversation: Option<Uuid>,
+    messages: usize,
+) -> Uuid {
+    let answer = "x".repeat(600);
+    for _ in 0..messages / 2 {
+        let turn = engine
+            .start_turn(bench_turn(
+                user,
+                conversation,
+                "How do actors work in this system?",
+            ))
+            .await
+            .expect("a turn");
+        let id = turn.ack.conversation_id;
+        conversation = Some(id);
+        let reply = turn.ack.assistant_message_id;
+        engine
+            .append_text(id, reply, 0, answer.clone(), "bench")
+            .await
+            .expect("appended");
+        engine
+            .end_reply(id, bench_done(reply), "bench")
+            .await
+            .expect("ended");
+    }
+    conversation.expect("at least one turn")
+}
+
+fn median(values: &mut [u64]) -> u64 {
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
+/// A throwaway redis-server on a free port, without persistence (so that
+/// the figures are Redis's work, not the disk's).
+struct BenchRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl BenchRedis {
+    fn start() -> Option<BenchRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = BenchRedis { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.connection().is_none() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn connection(&self) -> Option<redis::Connection> {
+        let mut connection = redis::Client::open(self.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        redis::cmd("PING")
+            .query::<String>(&mut connection)
+            .ok()
+            .map(|_| connection)
+    }
+
+    fn stats(&self) -> RedisStats {
+        let mut connection = self.connection().expect("the bench redis-server answers");
+        // Redis 7 keeps a latency histogram per command, allocated (and
+        // zeroed, tens of microseconds) at a command's first call after
+        // CONFIG RESETSTAT: with it on, every reset would charge the next
+        // phase for each kind of command it runs. Older servers have no
+        // such setting and nothing to switch off.
+        let _: Result<(), _> = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("latency-tracking")
+            .arg("no")
+            .query(&mut connection);
+        RedisStats(connection)
+    }
+}
+
+impl Drop for BenchRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What Redis reports of its own work.
+struct RedisStats(redis::Connection);
+
+impl RedisStats {
+    fn info(&mut self, section: &str) -> String {
+        redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.0)
+            .expect("INFO")
+    }
+
+    /// CPU time of Redis's main thread, user and system, in microseconds.
+    fn cpu_micros(&mut self) -> u64 {
+        let info = self.info("cpu");
+        let seconds: f64 = info
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                matches!(
+                    name,
+                    "used_cpu_sys_main_thread" | "used_cpu_user_main_thread"
+                )
+                .then(|| value.trim().parse::<f64>().ok())?
+            })
+            .sum();
+        (seconds * 1e6) as u64
+    }
+
+    /// Starts the command statistics over.
+    fn reset(&mut self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut self.0)
+            .expect("CONFIG RESETSTAT");
+    }
+
+    /// `(name, calls, usec)` of every command run since the last reset,
+    /// leaving out the measurement's own.
+    fn commandstats(&mut self) -> Vec<(String, u64, u64)> {
+        self.info("commandstats")
+            .lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let field = |key: &str| -> Option<u64> {
+                    stats
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
+                        .parse()
+                        .ok()
+                };
+                let own = ["config", "info"].iter().any(|own| name.starts_with(own));
+                (!own).then(|| Some((name.to_owned(), field("calls")?, field("usec")?)))?
+            })
+            .collect()
+    }
+
+    /// Microseconds Redis spent running scripts since the last reset, the
+    /// commands they called included.
+    fn script_micros(&mut self) -> u64 {
+        self.commandstats()
+            .iter()
+            .filter(|(name, _, _)| name.starts_with("evalsha"))
+            .map(|(_, _, usec)| usec)
+            .sum()
+    }
+
+    /// Commands Redis ran since the last reset, those a script called
+    /// included (Redis counts them too).
+    fn commands(&mut self) -> u64 {
+        self.commandstats().iter().map(|(_, calls, _)| calls).sum()
     }
 }

@@ -52,8 +52,11 @@ start_node() {
   local port_var="NODE${n}_PORT"
   local port="${!port_var}"
   export DEMO_TOKEN_DELAY_MS DEMO_REPLY_TOKENS
+  # nginx on this machine is the nodes' proxy: its X-Forwarded-For names
+  # the client, for the per-IP limits.
   BIND="127.0.0.1:$port" NODE_ID="node-$n" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
     AUTH_SECRET="$AUTH_SECRET" ADMIN_TOKEN="$ADMIN_TOKEN" \
+    TRUSTED_PROXIES="${TRUSTED_PROXIES:-127.0.0.1}" \
     "$CHATSTREAM_BIN" serve >>"$dir/node-$n.log" 2>&1 &
   echo $! >"$dir/node-$n.pid"
   wait_for "http://127.0.0.1:$port/readyz" "node-$n"
@@ -71,6 +74,7 @@ start_nginx() {
   sed -e '/^\s*server chatstream-/d' \
       -e "s|^upstream chatstream {|upstream chatstream {\n$servers|" \
       -e "s|listen 8080;|listen 127.0.0.1:$NGINX_PORT;|" \
+      -e "s|/var/log/nginx/access.log|$dir/access.log|" \
       "$ROOT/deploy/nginx.conf" >"$dir/chatstream.conf"
   mkdir -p "$dir/nginx-temp"
   cat >"$dir/nginx.conf" <<CONF

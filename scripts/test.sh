@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the Rust suites (unit, actor, black-box
 # WebSocket, engine conformance on memory and a real redis-server, multi-node
-# cluster), then the browser UI's unit tests and its end-to-end tests in
-# headless Chromium. Needs redis-server and chromium on the PATH (.ci/run
-# installs them on a fresh machine).
+# cluster), a bounded fuzzing run, then the browser UI's unit tests and its
+# end-to-end tests in headless Chromium. Needs redis-server, chromium and the
+# nightly Rust toolchain (.ci/run installs them on a fresh machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --all-targets
 cargo test --all-targets
+
+# Bounded fuzzing of the parsers that take hostile input (scripts/fuzz.sh);
+# needs the nightly toolchain, which .ci/run installs.
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 
 if [ -f frontend/package.json ]; then
   cd frontend

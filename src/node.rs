@@ -23,7 +23,7 @@ use crate::auth::Auth;
 use crate::config::Settings;
 use crate::engine::durable::DurableEngine;
 use crate::engine::redis::RedisOptions;
-use crate::engine::{Engine, MemoryEngine, RedisEngine};
+use crate::engine::{Engine, Limits, MemoryEngine, RedisEngine};
 use crate::http::{self, AppState};
 use crate::providers::Providers;
 
@@ -51,13 +51,18 @@ impl Node {
     pub async fn start(mut settings: Settings) -> anyhow::Result<Node> {
         let node_id = settings.node_id.get_or_insert_with(random_node_id).clone();
         let store_url = store_url(&settings);
+        let limits = Limits {
+            max_messages_per_conversation: settings.max_messages_per_conversation,
+            max_generations_per_user: settings.max_generations_per_user,
+        };
         let engine: Arc<dyn Engine> = match &settings.redis_url {
-            None => Arc::new(MemoryEngine::new(settings.history_size)),
+            None => Arc::new(MemoryEngine::with_limits(settings.history_size, limits)),
             Some(url) => {
                 let mut options = RedisOptions::new(
                     settings.history_size,
                     Duration::from_secs(settings.conversation_ttl_secs),
                 );
+                options.limits = limits;
                 if store_url.is_some() {
                     // Nodes rebuild what they hold within a second of a
                     // loss (the fence); after that, the store restores the
@@ -113,6 +118,11 @@ impl Node {
             auth_secret,
             admin_token,
         } = crate::secrets::Secrets::resolve(&settings)?;
+        // Checked before anything starts, so that a misconfiguration stops
+        // the node with a message naming the variable.
+        let auth = Auth::from_settings(&settings, auth_secret.as_bytes())?;
+        let trusted_proxies = http::peer::TrustedProxies::parse(&settings.trusted_proxies)?;
+        let allowed_origins = http::peer::AllowedOrigins::parse(&settings.allowed_origins)?;
         let context = Arc::new(NodeContext {
             node_id: node_id.clone(),
             providers,
@@ -124,14 +134,22 @@ impl Node {
         let (root, _) = Actor::spawn(None, NodeSupervisor, context.clone())
             .await
             .context("starting the actor tree")?;
-        let actors: NodeActors =
-            ractor::call!(root, NodeMsg::Actors).context("reading the actor tree")?;
+        let actors: NodeActors = ractor::call_t!(
+            root,
+            NodeMsg::Actors,
+            crate::actors::CALL_TIMEOUT.as_millis() as u64
+        )
+        .context("reading the actor tree")?;
         let state = web::Data::new(AppState {
-            auth: Auth::new(
-                auth_secret.as_bytes(),
-                Duration::from_secs(settings.token_ttl_secs),
-            ),
-            admin_token,
+            auth,
+            admin_token: http::admin::AdminToken::new(&admin_token),
+            trusted_proxies,
+            allowed_origins,
+            limits: {
+                let limits = http::limits::RequestLimits::new(&settings);
+                limits.spawn_forgetting();
+                limits
+            },
             chat: Chat::new(context.clone(), actors.generations.clone()),
             actors,
             context,
@@ -145,6 +163,9 @@ impl Node {
         }
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    http::headers::security_headers,
+                ))
                 .app_data(app_state.clone())
                 .configure(|config| http::routes(config, static_dir.as_deref()))
         })
@@ -182,7 +203,11 @@ impl Node {
     pub async fn stop(self, close_code: u16) {
         let actors = &self.state.actors;
         self.state.draining.store(true, Ordering::Relaxed);
-        if let Ok(generations) = ractor::call!(actors.generations, GenerationsMsg::Handoff) {
+        if let Ok(generations) = ractor::call_t!(
+            actors.generations,
+            GenerationsMsg::Handoff,
+            crate::actors::CALL_TIMEOUT.as_millis() as u64
+        ) {
             for generation in generations {
                 let _ = generation.wait(Some(HANDOFF_DEADLINE)).await;
             }
@@ -190,7 +215,15 @@ impl Node {
         let _ = actors
             .connections
             .cast(ConnectionsMsg::CloseAll { code: close_code });
-        if let Some(persister) = &actors.persister {
+        // The Persister now running: it may have been restarted since start.
+        let persister = ractor::call_t!(
+            actors.root,
+            NodeMsg::Actors,
+            crate::actors::CALL_TIMEOUT.as_millis() as u64
+        )
+        .ok()
+        .and_then(|current| current.persister);
+        if let Some(persister) = &persister {
             let drained = persister
                 .call(PersisterMsg::Drain, Some(PERSIST_DEADLINE))
                 .await;
@@ -200,6 +233,11 @@ impl Node {
         }
         let _ = tokio::time::timeout(SERVER_DEADLINE, self.server.stop(true)).await;
         self.server_task.abort();
+        let _ = ractor::call_t!(
+            actors.root,
+            NodeMsg::Stopping,
+            crate::actors::CALL_TIMEOUT.as_millis() as u64
+        );
         actors
             .root
             .stop_children_and_wait(None, Some(Duration::from_secs(2)))

@@ -204,12 +204,23 @@ impl ErrorCode {
     }
 }
 
-/// An error as the contract reports it: a code and a human-readable message.
+/// An error as the contract reports it: a code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// Names the node's log line that holds the detail of a failure the
+    /// user cannot act on (an upstream's URL, a library's error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<String>,
+}
+
+/// A new id for a failure's log line: short enough to read out to support.
+pub fn new_error_id() -> String {
+    let mut id = Uuid::new_v4().simple().to_string();
+    id.truncate(12);
+    id
 }
 
 impl ApiError {
@@ -217,6 +228,23 @@ impl ApiError {
         ApiError {
             code,
             message: message.to_string(),
+            error_id: None,
+        }
+    }
+
+    /// A failure whose detail must not reach the user: they get `sentence`
+    /// and an `error_id`; the detail is logged under the same id.
+    pub fn logged(code: ErrorCode, sentence: &str, detail: impl fmt::Display) -> Self {
+        let error_id = new_error_id();
+        if code == ErrorCode::Internal {
+            tracing::error!(%error_id, %detail, "{sentence}");
+        } else {
+            tracing::warn!(%error_id, %detail, "{sentence}");
+        }
+        ApiError {
+            code,
+            message: sentence.to_owned(),
+            error_id: Some(error_id),
         }
     }
     pub fn bad_request(message: impl fmt::Display) -> Self {
@@ -245,12 +273,16 @@ impl ApiError {
 /// WebSocket close codes of the contract.
 pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
+    /// A text frame that is not UTF-8 (RFC 6455's "invalid frame payload data").
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const RESTART: u16 = 1012;
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     pub const TOO_SLOW: u16 = 4001;
+    /// Over a per-user limit: connections, or a flood of frames.
+    pub const OVER_LIMIT: u16 = 4029;
 }
 
 /// A client → server request, without its frame `id`.
@@ -325,7 +357,7 @@ impl ClientFrame {
             error: ApiError::bad_request(message),
         };
         let mut value: Value =
-            serde_json::from_str(text).map_err(|e| fail(None, format!("malformed JSON: {e}")))?;
+            serde_json::from_str(text).map_err(|e| fail(None, describe_json_error(&e)))?;
         let Some(object) = value.as_object_mut() else {
             return Err(fail(None, "a frame must be a JSON object".into()));
         };
@@ -344,8 +376,34 @@ impl ClientFrame {
             Some(_) => return Err(fail(id, "type must be a string".into())),
             None => return Err(fail(id, "missing field `type`".into())),
         }
-        let request = serde_json::from_value(value).map_err(|e| fail(id.clone(), e.to_string()))?;
+        let request =
+            serde_json::from_value(value).map_err(|e| fail(id.clone(), describe_json_error(&e)))?;
         Ok(ClientFrame { id, request })
+    }
+}
+
+/// What is wrong with a JSON message, as a sentence for people: the
+/// library's own text (positions, Rust type names) stays out of it, the
+/// protocol's field and type names stay in.
+pub fn describe_json_error(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "The message is not valid JSON.".into(),
+        Category::Data => {
+            let text = error.to_string();
+            let quoted = |prefix: &str| {
+                let rest = text.strip_prefix(prefix)?;
+                let name = rest.split('`').next()?;
+                (!name.is_empty() && name.len() <= 64).then(|| name.to_owned())
+            };
+            if let Some(field) = quoted("missing field `") {
+                format!("The field `{field}` is missing.")
+            } else if let Some(kind) = quoted("unknown variant `") {
+                format!("`{kind}` is not a known type.")
+            } else {
+                "A field has the wrong type or an invalid value.".into()
+            }
+        }
     }
 }
 
@@ -401,6 +459,8 @@ pub enum ServerFrame {
         id: Option<String>,
         code: ErrorCode,
         message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_id: Option<String>,
     },
 }
 
@@ -421,6 +481,7 @@ impl ServerFrame {
             id,
             code: error.code,
             message: error.message,
+            error_id: error.error_id,
         }
     }
 

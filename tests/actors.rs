@@ -17,6 +17,7 @@ use chatstream::actors::NodeContext;
 use chatstream::actors::chat::Chat;
 use chatstream::actors::connections::ConnectionsMsg;
 use chatstream::actors::connections::connection::{ConnectionArgs, ConnectionMsg};
+use chatstream::actors::connections::inbox::Inbox;
 use chatstream::actors::connections::outbox::{Outbox, OutboxReceiver};
 use chatstream::actors::conversations::ConversationsMsg;
 use chatstream::actors::conversations::conversation::{JoinError, JoinMode, Subscriber};
@@ -849,7 +850,7 @@ struct Client {
 
 impl Client {
     async fn open(node: &TestNode, user_id: UserId, outbox_capacity: usize) -> Client {
-        let (outbox, receiver) = Outbox::channel(outbox_capacity);
+        let (outbox, receiver) = Outbox::channel(outbox_capacity, usize::MAX);
         let connection_id = Uuid::new_v4();
         let args = ConnectionArgs {
             connection_id,
@@ -873,7 +874,10 @@ impl Client {
 
     fn text(&self, text: impl Into<String>) {
         self.actor
-            .cast(ConnectionMsg::Text(text.into()))
+            .cast(ConnectionMsg::Text {
+                text: text.into(),
+                slot: None,
+            })
             .expect("the connection is alive");
     }
 
@@ -917,15 +921,37 @@ fn error_code(frame: &ServerFrame) -> Option<(Option<&str>, ErrorCode)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_rate_limits_client_frames() {
-    let mut settings = test_settings();
-    settings.frames_per_second = 5; // bursts of 10
-    let node = TestNode::start(settings, demo_providers()).await;
-    let mut client = Client::open(&node, UserId::new_guest(), 1_024).await;
+async fn inbox_rate_limits_client_frames_before_parsing() {
+    let node = TestNode::start(test_settings(), demo_providers()).await;
+    let (outbox, receiver) = Outbox::channel(1_024, usize::MAX);
+    let connection_id = Uuid::new_v4();
+    let args = ConnectionArgs {
+        connection_id,
+        user_id: UserId::new_guest(),
+        outbox: outbox.clone(),
+        chat: node.chat(),
+        conversations: node.actors.conversations.clone(),
+    };
+    let actor = ractor::call!(node.actors.connections, |reply| ConnectionsMsg::Open {
+        args,
+        reply
+    })
+    .unwrap()
+    .unwrap();
+    let mut client = Client {
+        actor: actor.clone(),
+        connection_id,
+        outbox: receiver,
+    };
     client.expect_welcome().await;
+    // 5 a second, bursts of 10; closed once 40 are refused within 5 seconds.
+    let mut inbox = Inbox::new(actor, outbox, 5);
 
     for _ in 0..30 {
-        client.text(r#"{"type":"ping","id":"p"}"#);
+        inbox
+            .text(r#"{"type":"ping","id":"p"}"#)
+            .await
+            .expect("the connection is alive");
     }
     let (mut pongs, mut limited) = (0, 0);
     for _ in 0..30 {
@@ -937,8 +963,8 @@ async fn connection_rate_limits_client_frames() {
             frame => {
                 assert_eq!(
                     error_code(&frame),
-                    Some((Some("p"), ErrorCode::RateLimited)),
-                    "every frame is answered with pong or rate_limited"
+                    Some((None, ErrorCode::RateLimited)),
+                    "every frame is answered with pong or rate_limited, refused ones unread"
                 );
                 limited += 1;
             }
@@ -946,10 +972,29 @@ async fn connection_rate_limits_client_frames() {
     }
     assert!(pongs >= 10, "the burst is allowed, got {pongs} pongs");
     assert!(
-        limited >= 1,
+        limited >= 15,
         "the rest is rate limited, got {limited} errors"
     );
-    assert!(client.is_open(), "rate limiting does not close the socket");
+    assert!(
+        client.is_open(),
+        "rate limiting alone does not close the socket"
+    );
+
+    // A refused frame is not parsed: not even malformed JSON gets a
+    // `bad_request` while the limit holds.
+    inbox.text("{not json").await.unwrap();
+    assert_eq!(
+        error_code(&client.next().await),
+        Some((None, ErrorCode::RateLimited))
+    );
+
+    // Flooding on: closed with 4029 once 40 frames were refused within 5 seconds.
+    let mut refused_before_close = 0;
+    while inbox.text(r#"{"type":"ping"}"#).await.is_ok() {
+        refused_before_close += 1;
+        assert!(refused_before_close < 1_000, "a flood is closed");
+    }
+    assert_eq!(client.close_code(DEADLINE).await, 4029);
 
     node.stop().await;
 }

@@ -378,6 +378,8 @@ async fn three_workers_survive_a_kill_mid_reply_and_a_dead_one_is_skipped_until_
         .join(uuid::Uuid::new_v4().simple().to_string());
     settings.auth_secret = Some("test-auth-secret-of-at-least-32-bytes".into());
     settings.admin_token = Some("test-admin-token-of-at-least-32-bytes".into());
+    // The test polls the API quicker than people do.
+    settings.api_requests_per_second = 1_000_000;
     settings.http_workers = 1;
     settings.coalesce_ms = 0;
     settings.default_model = "demo".into();

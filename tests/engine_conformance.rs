@@ -6,12 +6,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatstream::engine::redis::RedisOptions;
 use chatstream::engine::{
-    BusMessage, Engine, EngineError, MemoryEngine, NodeAnnouncement, RedisEngine, TextAppend, Turn,
-    TurnRequest,
+    BusMessage, Engine, EngineError, Limits, MemoryEngine, NodeAnnouncement, RedisEngine,
+    TextAppend, Turn, TurnRequest,
 };
 use chatstream::protocol::UserId;
-use chatstream::protocol::{Event, MessageStatus, Role};
+use chatstream::protocol::{ErrorCode, Event, MessageStatus, Role};
 use chatstream::transcript::Transcript;
 use common::redis_server::RedisServer;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -26,27 +27,34 @@ struct Subject {
     _server: Option<RedisServer>,
 }
 
-async fn memory(history: usize) -> Subject {
+async fn memory(history: usize, limits: Limits) -> Subject {
     Subject {
-        engine: Arc::new(MemoryEngine::new(history)),
+        engine: Arc::new(MemoryEngine::with_limits(history, limits)),
         _server: None,
     }
 }
 
-async fn redis(history: usize) -> Subject {
+async fn redis(history: usize, limits: Limits) -> Subject {
     let server = RedisServer::start();
-    let engine = RedisEngine::connect(
-        &server.url(),
-        "conformance",
-        history,
-        Duration::from_secs(3600),
-    )
-    .await
-    .expect("connects to the test redis-server");
+    let engine = redis_engine(&server, NODE, history, limits).await;
     Subject {
         engine: Arc::new(engine),
         _server: Some(server),
     }
+}
+
+/// A node's Redis engine on `server`.
+async fn redis_engine(
+    server: &RedisServer,
+    node: &str,
+    history: usize,
+    limits: Limits,
+) -> RedisEngine {
+    let mut options = RedisOptions::new(history, Duration::from_secs(3600));
+    options.limits = limits;
+    RedisEngine::connect_with(&server.url(), node, options)
+        .await
+        .expect("connects to the test redis-server")
 }
 
 /// Runs each scenario against both engines.
@@ -85,20 +93,28 @@ conformance!(
     node_announcements_are_listed,
     leases_fence_writers_and_lapsed_ones_are_adopted,
     a_message_is_read_whole_with_its_position,
+    the_message_limit_holds_at_its_edge,
+    the_generation_limit_holds_at_its_edge,
+    a_rebuilt_streaming_reply_counts_toward_its_users_limit,
 );
 
 /// Builds a fresh engine keeping `history` entries per conversation.
 trait MakeSubject {
-    async fn make(&self, history: usize) -> Subject;
+    /// With the contract's default limits.
+    async fn make(&self, history: usize) -> Subject {
+        self.make_limited(history, Limits::default()).await
+    }
+
+    async fn make_limited(&self, history: usize, limits: Limits) -> Subject;
 }
 
 impl<F, Fut> MakeSubject for F
 where
-    F: Fn(usize) -> Fut,
+    F: Fn(usize, Limits) -> Fut,
     Fut: std::future::Future<Output = Subject>,
 {
-    async fn make(&self, history: usize) -> Subject {
-        self(history).await
+    async fn make_limited(&self, history: usize, limits: Limits) -> Subject {
+        self(history, limits).await
     }
 }
 
@@ -767,4 +783,656 @@ async fn a_message_is_read_whole_with_its_position(make: impl MakeSubject) {
         engine.message_at(Uuid::new_v4(), reply).await,
         Err(EngineError::NotFound)
     ));
+}
+
+#[test]
+fn the_default_limits_are_the_contracts() {
+    assert_eq!(
+        Limits::default(),
+        Limits {
+            max_messages_per_conversation: 2_000,
+            max_generations_per_user: 4,
+        }
+    );
+}
+
+/// A conversation takes turns up to exactly its limit of messages; the turn
+/// whose two messages would pass it is refused as `too_large` and appends
+/// nothing.
+async fn the_message_limit_holds_at_its_edge(make: impl MakeSubject) {
+    let limits = Limits {
+        max_messages_per_conversation: 6,
+        ..Limits::default()
+    };
+    let subject = make.make_limited(100, limits).await;
+    let engine = subject.engine.as_ref();
+    let user = UserId::new_guest();
+    let mut conversation = None;
+    for i in 0..3 {
+        let t = engine
+            .start_turn(turn(&user, conversation, &format!("turn {i}")))
+            .await
+            .expect("a turn up to the limit passes");
+        conversation = Some(t.ack.conversation_id);
+        engine
+            .end_reply(
+                t.ack.conversation_id,
+                done(t.ack.assistant_message_id),
+                NODE,
+            )
+            .await
+            .unwrap();
+    }
+    let id = conversation.unwrap();
+    let full = engine.snapshot(id).await.unwrap();
+    assert_eq!(full.messages.len(), 6, "exactly at the limit");
+
+    let over = TurnRequest {
+        client_msg_id: Some(Uuid::new_v4()),
+        ..turn(&user, Some(id), "one turn too many")
+    };
+    let refused = engine.start_turn(over.clone()).await;
+    assert_eq!(
+        refused.as_ref().err(),
+        Some(&EngineError::ConversationFull { limit: 6 })
+    );
+    let error = refused.unwrap_err().into_api("conversation");
+    assert_eq!(error.code, ErrorCode::TooLarge);
+    assert!(error.message.contains("6 messages"), "{}", error.message);
+    let after = engine.snapshot(id).await.unwrap();
+    assert_eq!((after.seq, &after.messages), (full.seq, &full.messages));
+    assert!(
+        engine
+            .read(id, full.seq)
+            .await
+            .unwrap()
+            .entries
+            .unwrap()
+            .is_empty(),
+        "nothing appended"
+    );
+    // The refused send left no turn behind for its client_msg_id to answer.
+    assert_eq!(
+        engine.start_turn(over).await.err(),
+        Some(EngineError::ConversationFull { limit: 6 })
+    );
+    // The limit is per conversation.
+    new_turn(engine, &user, "a new conversation").await;
+}
+
+/// How a streaming reply stops counting toward its user's limit.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Done,
+    Cancelled,
+    Failed,
+    /// Ended by the node that adopted it after its own node let go.
+    AdoptedAndDone,
+    Deleted,
+}
+
+/// A user may have exactly `max_generations_per_user` replies streaming;
+/// the turn that would start one more is refused as `rate_limited` and
+/// appends nothing; every way a reply ends gives its place back.
+async fn the_generation_limit_holds_at_its_edge(make: impl MakeSubject) {
+    let subject = make.make(100).await;
+    let engine = subject.engine.as_ref();
+    let user = UserId::new_guest();
+    let client_msg_id = Some(Uuid::new_v4());
+    let first = engine
+        .start_turn(TurnRequest {
+            client_msg_id,
+            ..turn(&user, None, "question 0")
+        })
+        .await
+        .unwrap();
+    let mut streaming = vec![first.clone()];
+    for i in 1..4 {
+        streaming.push(new_turn(engine, &user, &format!("question {i}")).await);
+    }
+    let waiting = engine
+        .create_conversation(user.clone(), None)
+        .await
+        .unwrap();
+
+    let refused = engine
+        .start_turn(turn(&user, Some(waiting.id), "a fifth"))
+        .await;
+    assert_eq!(
+        refused.as_ref().err(),
+        Some(&EngineError::TooManyGenerations { limit: 4 })
+    );
+    let error = refused.unwrap_err().into_api("conversation");
+    assert_eq!(error.code, ErrorCode::RateLimited);
+    assert!(error.message.contains("4 replies"), "{}", error.message);
+    assert_eq!(
+        engine.snapshot(waiting.id).await.unwrap().seq,
+        0,
+        "nothing appended"
+    );
+    assert!(matches!(
+        engine
+            .start_turn(turn(&user, None, "a fifth, elsewhere"))
+            .await,
+        Err(EngineError::TooManyGenerations { limit: 4 })
+    ));
+    assert_eq!(
+        engine.list_conversations(&user).await.unwrap().len(),
+        5,
+        "no conversation was created"
+    );
+    // A resend starts nothing: it answers its first ack at the limit too.
+    let resent = engine
+        .start_turn(TurnRequest {
+            client_msg_id,
+            ..turn(&user, None, "question 0")
+        })
+        .await
+        .unwrap();
+    assert!(!resent.started);
+    assert_eq!(resent.ack, first.ack);
+    // One user's replies do not count against another's.
+    new_turn(engine, &UserId::new_guest(), "someone else").await;
+
+    for (round, ending) in [
+        Ending::Done,
+        Ending::Cancelled,
+        Ending::Failed,
+        Ending::AdoptedAndDone,
+        Ending::Deleted,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ended = streaming.remove(0);
+        let (id, reply) = (ended.ack.conversation_id, ended.ack.assistant_message_id);
+        match ending {
+            Ending::Done => {
+                engine.end_reply(id, done(reply), NODE).await.unwrap();
+            }
+            Ending::Cancelled => {
+                engine
+                    .append(id, Event::Cancelled { message_id: reply })
+                    .await
+                    .unwrap();
+            }
+            Ending::Failed => {
+                engine
+                    .append(
+                        id,
+                        Event::Failed {
+                            message_id: reply,
+                            error: "the model is unavailable".into(),
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+            Ending::AdoptedAndDone => {
+                engine.release_lease(id, reply, NODE).await.unwrap();
+                let adopted = engine
+                    .claim_orphans("adopter", Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                assert!(adopted.contains(&(id, reply)), "{adopted:?}");
+                engine.end_reply(id, done(reply), "adopter").await.unwrap();
+            }
+            Ending::Deleted => engine.delete_conversation(id).await.unwrap(),
+        }
+        let next = engine
+            .start_turn(turn(&user, None, &format!("after {ending:?}")))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: a place is free after {ending:?}: {e}"));
+        assert!(
+            matches!(
+                engine.start_turn(turn(&user, None, "one too many")).await,
+                Err(EngineError::TooManyGenerations { limit: 4 })
+            ),
+            "round {round}: the new reply took the free place"
+        );
+        streaming.push(next);
+    }
+}
+
+/// A streaming reply recreated by `rebuild` (after the log store lost it)
+/// counts toward its user's limit again, and its ending frees the place.
+async fn a_rebuilt_streaming_reply_counts_toward_its_users_limit(make: impl MakeSubject) {
+    let limits = Limits {
+        max_generations_per_user: 1,
+        ..Limits::default()
+    };
+    let subject = make.make_limited(100, limits).await;
+    let engine = subject.engine.as_ref();
+    let user = UserId::new_guest();
+    let t = new_turn(engine, &user, "rebuild me").await;
+    let (id, reply) = (t.ack.conversation_id, t.ack.assistant_message_id);
+    let copy = engine.snapshot(id).await.unwrap();
+    engine.delete_conversation(id).await.unwrap();
+    engine.rebuild(&copy, Some(NODE)).await.unwrap();
+    assert!(matches!(
+        engine
+            .start_turn(turn(&user, None, "while it streams"))
+            .await,
+        Err(EngineError::TooManyGenerations { limit: 1 })
+    ));
+    engine.end_reply(id, done(reply), NODE).await.unwrap();
+    new_turn(engine, &user, "once it ended").await;
+}
+
+// ---------------------------------------------------------------------------
+// The Redis engine only: several nodes on one redis-server, and what each
+// operation costs Redis.
+
+/// A plain connection to the test server, to look behind the engine.
+async fn inspect(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The conversation's keys, without the `cs:{<id>}:` prefix, sorted.
+async fn conversation_keys(
+    connection: &mut redis::aio::MultiplexedConnection,
+    conversation_id: Uuid,
+) -> Vec<String> {
+    let prefix = format!("cs:{{{conversation_id}}}:");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("cs:{{{conversation_id}}}:*"))
+        .query_async(connection)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = keys
+        .iter()
+        .map(|k| k.strip_prefix(&prefix).unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Two engines on one redis-server stand for two nodes: the limit on
+/// replies streaming at once holds for the user across both, and a reply
+/// ended by the other node (a cancel, an adoption after its node let go)
+/// gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generation_limit_holds_across_nodes() {
+    let server = RedisServer::start();
+    let a = redis_engine(&server, "node-a", 100, Limits::default()).await;
+    let b = redis_engine(&server, "node-b", 100, Limits::default()).await;
+    let user = UserId::new_guest();
+    let on_a = [
+        new_turn(&a, &user, "a one").await,
+        new_turn(&a, &user, "a two").await,
+    ];
+    new_turn(&b, &user, "b one").await;
+    new_turn(&b, &user, "b two").await;
+    for (node, engine) in [("a", &a), ("b", &b)] {
+        assert!(
+            matches!(
+                engine.start_turn(turn(&user, None, "a fifth")).await,
+                Err(EngineError::TooManyGenerations { limit: 4 })
+            ),
+            "node {node} counts the other node's replies"
+        );
+    }
+
+    // Node b cancels a reply node a generates: node a may start one.
+    let cancelled = &on_a[0];
+    b.append(
+        cancelled.ack.conversation_id,
+        Event::Cancelled {
+            message_id: cancelled.ack.assistant_message_id,
+        },
+    )
+    .await
+    .unwrap();
+    new_turn(&a, &user, "after the cancel").await;
+    assert!(matches!(
+        b.start_turn(turn(&user, None, "one too many")).await,
+        Err(EngineError::TooManyGenerations { limit: 4 })
+    ));
+
+    // Node a lets a reply go; node b adopts and finishes it: b may start one.
+    let adopted = &on_a[1];
+    let (id, reply) = (
+        adopted.ack.conversation_id,
+        adopted.ack.assistant_message_id,
+    );
+    a.release_lease(id, reply, "node-a").await.unwrap();
+    let claimed = b
+        .claim_orphans("node-b", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(claimed.contains(&(id, reply)), "{claimed:?}");
+    b.end_reply(id, done(reply), "node-b").await.unwrap();
+    new_turn(&b, &user, "after the adoption").await;
+    assert!(matches!(
+        a.start_turn(turn(&user, None, "one too many")).await,
+        Err(EngineError::TooManyGenerations { limit: 4 })
+    ));
+}
+
+/// A reply whose removal from its user's count is lost (its conversation's
+/// keys vanished behind the engine, so no ending can ever be appended)
+/// stops counting once it showed no sign of life for the bound; a reply
+/// whose lease is renewed keeps counting however long it streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_count_ages_out_but_a_renewed_reply_keeps_counting() {
+    let server = RedisServer::start();
+    let mut options = RedisOptions::new(100, Duration::from_secs(3600));
+    options.limits = Limits {
+        max_generations_per_user: 1,
+        ..Limits::default()
+    };
+    let bound = Duration::from_secs(1);
+    options.generation_count_ttl = bound;
+    let engine = Arc::new(
+        RedisEngine::connect_with(&server.url(), NODE, options)
+            .await
+            .unwrap(),
+    );
+    let (live_user, lost_user) = (UserId::new_guest(), UserId::new_guest());
+    let live = new_turn(engine.as_ref(), &live_user, "still streaming").await;
+    let lost = new_turn(engine.as_ref(), &lost_user, "about to vanish").await;
+    let mut connection = inspect(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("cs:{{{}}}:*", lost.ack.conversation_id))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(matches!(
+        engine
+            .start_turn(turn(&lost_user, None, "right away"))
+            .await,
+        Err(EngineError::TooManyGenerations { limit: 1 })
+    ));
+
+    // The live reply's generation renews its lease, as a Generation does.
+    let renewing = {
+        let engine = engine.clone();
+        let (id, reply) = (live.ack.conversation_id, live.ack.assistant_message_id);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                every.tick().await;
+                assert!(
+                    engine
+                        .renew_lease(id, reply, NODE, Duration::from_secs(3))
+                        .await
+                        .unwrap()
+                );
+            }
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    loop {
+        match engine
+            .start_turn(turn(&lost_user, None, "once it aged out"))
+            .await
+        {
+            Ok(_) => break,
+            Err(EngineError::TooManyGenerations { .. }) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the lost count never aged out"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        started.elapsed() >= bound / 2,
+        "counted for about the bound, not dropped at once"
+    );
+    // Both turns were made at the same moment; only renewals kept this one.
+    assert!(matches!(
+        engine.start_turn(turn(&live_user, None, "a second")).await,
+        Err(EngineError::TooManyGenerations { limit: 1 })
+    ));
+    renewing.abort();
+}
+
+/// What Redis runs for one send (a turn, three deltas, the ending), by
+/// command: read from Redis's own statistics, which count the commands a
+/// script calls.
+async fn commands_of_a_send(
+    engine: &RedisEngine,
+    connection: &mut redis::aio::MultiplexedConnection,
+    user: &UserId,
+    conversation_id: Uuid,
+) -> Vec<(String, u64)> {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(connection)
+        .await
+        .unwrap();
+    let t = engine
+        .start_turn(turn(user, Some(conversation_id), "and one more thing"))
+        .await
+        .unwrap();
+    let mut offset = 0;
+    for text in ["Sure", ", here", " it is."] {
+        engine
+            .append_text(
+                conversation_id,
+                t.ack.assistant_message_id,
+                offset,
+                text.into(),
+                NODE,
+            )
+            .await
+            .unwrap();
+        offset += text.len();
+    }
+    engine
+        .end_reply(conversation_id, done(t.ack.assistant_message_id), NODE)
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    let mut calls: Vec<(String, u64)> = info
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            (!name.starts_with("config") && !name.starts_with("info"))
+                .then(|| (name.to_owned(), calls))
+        })
+        .collect();
+    calls.sort();
+    calls
+}
+
+/// A send into a conversation of 202 messages makes Redis run exactly the
+/// commands a send into one of 2 does: nothing loops over the messages (the
+/// conversation's TTL is renewed on a fixed set of keys). That set stays
+/// fixed however long the conversation grows, and every key in it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_costs_redis_the_same_however_long_the_conversation() {
+    let server = RedisServer::start();
+    let mut options = RedisOptions::new(1000, Duration::from_secs(3600));
+    // No health check during the test: only the send's commands are counted.
+    options.health_every = Duration::from_secs(3600);
+    let engine = RedisEngine::connect_with(&server.url(), NODE, options)
+        .await
+        .unwrap();
+    let mut connection = inspect(&server).await;
+    let user = UserId::new_guest();
+    let mut conversations = Vec::new();
+    for turns in [1, 101] {
+        let first = new_turn(&engine, &user, "the first question").await;
+        let id = first.ack.conversation_id;
+        engine
+            .end_reply(id, done(first.ack.assistant_message_id), NODE)
+            .await
+            .unwrap();
+        for i in 1..turns {
+            let t = engine
+                .start_turn(turn(&user, Some(id), &format!("question {i}")))
+                .await
+                .unwrap();
+            engine
+                .append_text(
+                    id,
+                    t.ack.assistant_message_id,
+                    0,
+                    format!("answer {i}"),
+                    NODE,
+                )
+                .await
+                .unwrap();
+            engine
+                .end_reply(id, done(t.ack.assistant_message_id), NODE)
+                .await
+                .unwrap();
+        }
+        assert_eq!(engine.snapshot(id).await.unwrap().messages.len(), turns * 2);
+        conversations.push(id);
+    }
+    let short = commands_of_a_send(&engine, &mut connection, &user, conversations[0]).await;
+    let long = commands_of_a_send(&engine, &mut connection, &user, conversations[1]).await;
+    assert!(short.iter().any(|(name, _)| name == "evalsha"), "{short:?}");
+    assert_eq!(short, long, "Redis's commands for one send, short and long");
+
+    let fixed = ["log", "meta", "msgs", "order", "pos", "texts"];
+    for id in &conversations {
+        assert_eq!(conversation_keys(&mut connection, *id).await, fixed);
+    }
+    let long = conversations[1];
+    let streaming = engine
+        .start_turn(turn(&user, Some(long), "one more"))
+        .await
+        .unwrap();
+    let reply = streaming.ack.assistant_message_id;
+    let mut while_streaming = vec![format!("lease:{reply}"), format!("text:{reply}")];
+    while_streaming.extend(fixed.map(String::from));
+    while_streaming.sort();
+    assert_eq!(
+        conversation_keys(&mut connection, long).await,
+        while_streaming
+    );
+    for key in conversation_keys(&mut connection, long).await {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("cs:{{{long}}}:{key}"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} expires (PTTL {ttl})");
+    }
+}
+
+/// Rewrites a conversation into the layout written before `texts` and
+/// `pos`: every message's text in a `text:<id>` key of its own.
+async fn into_former_layout(
+    connection: &mut redis::aio::MultiplexedConnection,
+    conversation_id: Uuid,
+) {
+    let key = |part: &str| format!("cs:{{{conversation_id}}}:{part}");
+    let texts: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(key("texts"))
+        .query_async(connection)
+        .await
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for (id, text) in &texts {
+        pipe.set(key(&format!("text:{id}")), text).ignore();
+    }
+    pipe.del(key("texts"))
+        .ignore()
+        .del(key("pos"))
+        .ignore()
+        .hdel(key("meta"), "layout")
+        .ignore();
+    let _: () = pipe.query_async(connection).await.unwrap();
+}
+
+/// A conversation written before this layout reads whole, is moved to the
+/// fixed set of keys by its next write, and is deleted without a key left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_in_the_former_layout_is_read_and_migrated() {
+    let server = RedisServer::start();
+    let engine = redis_engine(&server, NODE, 100, Limits::default()).await;
+    let mut connection = inspect(&server).await;
+    let user = UserId::new_guest();
+    let first = new_turn(&engine, &user, "written long ago").await;
+    let id = first.ack.conversation_id;
+    engine
+        .append_text(
+            id,
+            first.ack.assistant_message_id,
+            0,
+            "An old answer".into(),
+            NODE,
+        )
+        .await
+        .unwrap();
+    engine
+        .end_reply(id, done(first.ack.assistant_message_id), NODE)
+        .await
+        .unwrap();
+    let second = engine
+        .start_turn(turn(&user, Some(id), "and still streaming"))
+        .await
+        .unwrap();
+    let reply = second.ack.assistant_message_id;
+    engine
+        .append_text(id, reply, 0, "Half an".into(), NODE)
+        .await
+        .unwrap();
+    let before = engine.snapshot(id).await.unwrap();
+    into_former_layout(&mut connection, id).await;
+    assert!(conversation_keys(&mut connection, id).await.len() > 6);
+
+    let read = engine.snapshot(id).await.unwrap();
+    assert_eq!(
+        read.messages, before.messages,
+        "read through the former keys"
+    );
+    for (position, message) in before.messages.iter().enumerate() {
+        assert_eq!(
+            engine.message_at(id, message.id).await.unwrap(),
+            Some((position as u64, message.clone()))
+        );
+    }
+
+    engine
+        .append_text(id, reply, 7, " answer".into(), NODE)
+        .await
+        .unwrap();
+    engine.end_reply(id, done(reply), NODE).await.unwrap();
+    assert_eq!(
+        conversation_keys(&mut connection, id).await,
+        ["log", "meta", "msgs", "order", "pos", "texts"],
+        "migrated by the ending"
+    );
+    let after = engine.snapshot(id).await.unwrap();
+    assert_eq!(after.messages[..3], before.messages[..3]);
+    assert_eq!(after.messages[3].content, "Half an answer");
+    assert_eq!(after.messages[3].status, MessageStatus::Complete);
+    for (position, message) in after.messages.iter().enumerate() {
+        assert_eq!(
+            engine.message_at(id, message.id).await.unwrap(),
+            Some((position as u64, message.clone()))
+        );
+    }
+
+    into_former_layout(&mut connection, id).await;
+    engine.delete_conversation(id).await.unwrap();
+    assert!(conversation_keys(&mut connection, id).await.is_empty());
 }

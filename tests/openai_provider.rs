@@ -885,6 +885,8 @@ fn node_settings(upstream: &Upstream, prefill: bool) -> Settings {
         .join(uuid::Uuid::new_v4().simple().to_string());
     settings.auth_secret = Some("test-auth-secret-of-at-least-32-bytes".into());
     settings.admin_token = Some("test-admin-token-of-at-least-32-bytes".into());
+    // The test polls the API quicker than people do.
+    settings.api_requests_per_second = 1_000_000;
     settings.http_workers = 1;
     settings.coalesce_ms = 0;
     settings.default_model = "test-model".into();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chatstream::engine::redis::RedisOptions;
 use chatstream::engine::{
-    BusMessage, Engine, EngineError, RedisEngine, Snapshot, Turn, TurnRequest,
+    BusMessage, Engine, EngineError, Limits, RedisEngine, Snapshot, Turn, TurnRequest,
 };
 use chatstream::protocol::UserId;
 use chatstream::protocol::{MessageStatus, Role};
@@ -381,6 +381,67 @@ async fn the_health_check_and_the_fence_never_report_one_loss_twice() {
         lost += losses(&mut bus);
         assert_eq!(lost, 1, "round {round}: one restart, one loss reported");
     }
+}
+
+/// The replies a user has streaming are counted in Redis, so a loss takes
+/// the count with it: a node's rebuild counts its streaming reply again
+/// (the user's limit holds), and the reply's ending gives the place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_reply_counts_toward_its_users_limit_again() {
+    let mut server = RedisServer::start();
+    let mut options = RedisOptions::new(1000, Duration::from_secs(3600));
+    options.health_every = Duration::from_secs(3600);
+    options.limits = Limits {
+        max_generations_per_user: 1,
+        ..Limits::default()
+    };
+    let engine = RedisEngine::connect_with(&server.url(), "node-a", options)
+        .await
+        .expect("connects to the test redis-server");
+    let mut bus = engine.take_bus().expect("the bus is handed out once");
+    let fixture = Fixture::new(&engine, "node-a").await;
+    let another = |content: &str| TurnRequest {
+        user: fixture.user.clone(),
+        conversation_id: None,
+        content: content.into(),
+        model: "demo".into(),
+        client_msg_id: None,
+    };
+    assert!(matches!(
+        engine.start_turn(another("before the loss")).await,
+        Err(EngineError::TooManyGenerations { limit: 1 })
+    ));
+    restart_empty(&mut server);
+    reconnected(&engine).await;
+    assert!(is_unavailable(
+        &engine.start_turn(another("meets the loss")).await.map(drop)
+    ));
+    assert_eq!(losses(&mut bus), 1);
+
+    engine
+        .rebuild(&fixture.copy, Some("node-a"))
+        .await
+        .expect("the node rebuilds what it holds");
+    assert!(matches!(
+        engine.start_turn(another("after the rebuild")).await,
+        Err(EngineError::TooManyGenerations { limit: 1 })
+    ));
+    engine
+        .end_reply(
+            fixture.conversation(),
+            chatstream::protocol::Event::Done {
+                message_id: fixture.reply(),
+                finish_reason: "stop".into(),
+                usage: None,
+            },
+            "node-a",
+        )
+        .await
+        .expect("the rebuilt reply ends");
+    engine
+        .start_turn(another("once it ended"))
+        .await
+        .expect("the place is free again");
 }
 
 // ---------------------------------------------------------------------------

@@ -192,7 +192,7 @@ async fn all_pages(
     let mut before: Option<String> = None;
     for _ in 0..100_000 {
         let page = store
-            .list_conversations(&owner, limit, before.as_deref())
+            .list_conversations(owner, limit, before.as_deref())
             .await
             .unwrap();
         assert!(page.conversations.len() <= limit.max(1));

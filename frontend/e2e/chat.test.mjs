@@ -207,7 +207,12 @@ describe('the browser chat', () => {
 
   test('a link to a conversation that does not exist says so and opens a new chat', async () => {
     const page = await openApp(`/#/c/${randomUUID()}`);
-    await page.locator('[data-testid=notice][data-code=not_found]').waitFor();
+    const notice = page.locator('[data-testid=notice][data-code=not_found]');
+    await notice.waitFor();
+    // A sentence for people: the server's, or the page's for the code; never the code or JSON.
+    const text = ((await notice.textContent()) ?? '').trim();
+    assert.match(text, /^[A-Z].*[.!]$/);
+    assert.doesNotMatch(text, /not_found|[{}]/);
     await page.waitForFunction(() => location.hash === '');
     assert.equal(await page.locator('.chat-title').textContent(), 'New chat');
   });

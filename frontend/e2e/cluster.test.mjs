@@ -2,12 +2,15 @@
 // three node processes, nginx in front), in headless Chromium: the node serving
 // the page's WebSocket is killed with SIGKILL mid-reply, and the page reconnects
 // to another node and shows the whole reply, exactly as the server stores it.
+// Also what deploy/nginx.conf keeps from the public side: the operator
+// endpoints, and bursts from one address.
 // Run with `npm run test:e2e` after `npm run build` and `cargo build`; skipped
 // only when nginx or Redis is not installed.
 
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import http from 'node:http';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -53,6 +56,22 @@ async function waitFor(/** @type {() => boolean | Promise<boolean>} */ condition
     if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * A GET sent from the local address `from`, on a connection of its own.
+ * @returns {Promise<{ status: number | undefined, body: string }>}
+ */
+function get(/** @type {string} */ url, /** @type {string} */ from) {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { localAddress: from, agent: false }, (response) => {
+        let body = '';
+        response.on('data', (chunk) => (body += chunk));
+        response.on('end', () => resolve({ status: response.statusCode, body }));
+      })
+      .on('error', reject);
+  });
 }
 
 /** The cluster's state directory, its settings (cluster.env) and its processes. */
@@ -177,6 +196,38 @@ describe('the browser chat on the local cluster', { skip: skip || false }, () =>
     },
     { timeout: 30_000 },
   );
+
+  test('nginx hides the operator endpoints, and limits a busy address but not loopback', async () => {
+    assert.ok(cluster);
+    const admin = { Authorization: `Bearer ${cluster.env.ADMIN_TOKEN}` };
+    for (const route of ['/metrics', '/admin/actors', '/admin/actors?scope=cluster']) {
+      /** @type {Response} */
+      const response = await fetch(`${cluster.url}${route}`, { headers: admin });
+      assert.equal(response.status, 404, route);
+      assert.equal((await response.json()).error.code, 'not_found', route);
+    }
+    // The nodes still serve them, on their own addresses.
+    assert.equal((await fetch(`http://127.0.0.1:${cluster.env.NODE1_PORT}/metrics`)).status, 200);
+
+    // A burst of 120 requests at /api/ (no token: each request a node answers
+    // is a 401), 20 at a time so as to stay under the 32 requests in progress
+    // an address may have: the rate (20/s, burst 60) is what refuses them.
+    // Only 127.0.0.1 and ::1 are exempt, so 127.0.0.2 stands for a client.
+    const burst = async (/** @type {string} */ from) => {
+      /** @type {{ status: number | undefined, body: string }[]} */
+      const answers = [];
+      for (let batch = 0; batch < 6; batch++) {
+        answers.push(...(await Promise.all(Array.from({ length: 20 }, () => get(`${cluster?.url}/api/conversations`, from)))));
+      }
+      const limited = answers.filter((a) => a.status === 429);
+      for (const a of limited) assert.equal(JSON.parse(a.body).error.code, 'rate_limited', 'the contract\'s body');
+      return { answered: answers.filter((a) => a.status === 401).length, limited: limited.length };
+    };
+    const client = await burst('127.0.0.2');
+    assert.ok(client.limited > 0 && client.answered >= 61, `what goes beyond the burst of 60 is refused: ${JSON.stringify(client)}`);
+    assert.equal(client.answered + client.limited, 120);
+    assert.deepEqual(await burst('127.0.0.1'), { answered: 120, limited: 0 });
+  });
 
   test('the node serving the page is killed mid-reply; the page reconnects to another and completes the reply', { timeout: 50_000 }, async () => {
     assert.ok(cluster && browser);

@@ -121,6 +121,9 @@ async function spawnNode(port, dataDir, env, deadline) {
     AUTH_SECRET: 'e2e-auth-secret-of-at-least-32-bytes',
     ADMIN_TOKEN: 'e2e-admin-token-of-at-least-32-bytes',
     NODE_ID: 'e2e-node',
+    // Every test browser is a guest from 127.0.0.1, many a minute.
+    GUEST_TOKENS_PER_MINUTE: '1000000',
+    API_REQUESTS_PER_SECOND: '1000000',
     ...env,
     DATA_DIR: dataDir,
   };

@@ -14,6 +14,7 @@ import { useIdentity } from './hooks/useIdentity';
 import { useModels } from './hooks/useModels';
 import { useRoute, type Navigate } from './hooks/useRoute';
 import { useTheme } from './hooks/useTheme';
+import { questionBefore } from './lib/failures';
 import type { Message } from './protocol';
 
 export function App() {
@@ -73,6 +74,17 @@ export function App() {
   const last = messages.at(-1);
   const canRegenerate = last?.role === 'assistant' && last.status !== 'streaming' && !busy;
 
+  // A failed reply's Retry sends the question it answered again, as a new turn.
+  const retry = useCallback(
+    (replyId: string) => {
+      const question = questionBefore(messages, replyId);
+      if (question && route) client.send(route, question.content, model || undefined);
+    },
+    [client, messages, route, model],
+  );
+  // Not while a reply is being written: the server would refuse the send.
+  const canRetry = !busy && streaming === undefined;
+
   const closeDrawer = useCallback(() => setDrawerOpen(false), []);
   const newChat = () => {
     closeDrawer();
@@ -127,6 +139,7 @@ export function App() {
             messages={messages}
             pending={pending}
             onRegenerate={canRegenerate ? regenerate : undefined}
+            onRetry={canRetry ? retry : undefined}
             target={target}
           />
         )}

@@ -130,6 +130,18 @@ impl Chat {
         user: UserId,
         title: Option<String>,
     ) -> Result<ConversationDetail, ApiError> {
+        if let Some(title) = &title {
+            let chars = title.chars().count();
+            if chars > MAX_TITLE_CHARS {
+                return Err(ApiError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "The title has {chars} characters; at most {MAX_TITLE_CHARS} are allowed."
+                    ),
+                ));
+            }
+        }
+        self.room_for_a_conversation(&user).await?;
         let info = self
             .context
             .engine
@@ -156,9 +168,52 @@ impl Chat {
         })
     }
 
+    /// Refuses a new conversation when `user` has `MAX_CONVERSATIONS_PER_USER`
+    /// already: counted in the durable store when the node has one (it
+    /// outlives every cache), else, or while the store is down (its outage
+    /// must not stop anyone from chatting), in the engine.
+    async fn room_for_a_conversation(&self, user: &UserId) -> Result<(), ApiError> {
+        let limit = self.context.settings.max_conversations_per_user;
+        let stored = match self.context.store() {
+            Some(store) => match store.count_conversations(user).await {
+                Ok(count) => Some(count),
+                Err(error) => {
+                    tracing::warn!(%error, "conversations counted in the engine: the store did not answer");
+                    None
+                }
+            },
+            None => None,
+        };
+        let existing = match stored {
+            Some(count) => count,
+            None => self
+                .context
+                .engine
+                .list_conversations(user)
+                .await
+                .map_err(|e| e.into_api("conversation"))?
+                .len() as u64,
+        };
+        if existing >= limit as u64 {
+            metrics::counter!("chatstream_limit_refusals_total", "limit" => "conversations")
+                .increment(1);
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "You have reached the limit of {limit} conversations. \
+                     Delete one to start another."
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Starts a turn (or answers a resend) and its reply's generation.
     pub async fn send(&self, user: UserId, request: SendRequest) -> Result<Turn, ApiError> {
         request.validate()?;
+        if request.conversation_id.is_none() {
+            self.room_for_a_conversation(&user).await?;
+        }
         let model = request
             .model
             .clone()
@@ -217,7 +272,7 @@ impl Chat {
                 message_id,
                 reply,
             },
-            None,
+            Some(super::CALL_TIMEOUT),
         );
         match call.await {
             Ok(CallResult::Success(result)) => result,
@@ -257,6 +312,8 @@ impl Chat {
     }
 }
 
+/// The longest conversation title, in Unicode scalar values.
+pub const MAX_TITLE_CHARS: usize = 200;
 /// The largest listing page; a larger `limit` is treated as this.
 pub const MAX_PAGE: usize = 200;
 /// The most results one search answers.

@@ -81,12 +81,10 @@ impl Actor for Failover {
             }
         };
         for (conversation_id, message_id) in orphans {
-            let model = match engine.snapshot(conversation_id).await {
-                Ok(snapshot) => snapshot
-                    .messages
-                    .into_iter()
-                    .find(|m| m.id == message_id)
-                    .and_then(|m| m.model),
+            // One message, not the conversation: adoption costs the same
+            // however long the conversation is.
+            let model = match engine.message_at(conversation_id, message_id).await {
+                Ok(found) => found.and_then(|(_, message)| message.model),
                 Err(error) => {
                     tracing::warn!(%message_id, %error, "could not read an adopted reply");
                     continue;

@@ -53,5 +53,9 @@ impl NodeContext {
     }
 }
 
+/// The longest any actor waits for another's answer: a stuck or dead actor
+/// then costs its caller an `unavailable`, never a hung request or mailbox.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A frame serialized once and shared by every socket it goes to.
 pub type Frame = bytestring::ByteString;

@@ -42,7 +42,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Persistence {
     pub store: Arc<dyn Store>,
     pub engine: Arc<dyn Engine>,
-    /// Taken by the running persister and put back when it stops.
+    /// Drained by the running persister at each tick; shared rather than
+    /// taken, so that a persister restarted after a failure (which skips
+    /// `post_stop`) finds it.
     pub journal: Mutex<Option<JournalReceiver>>,
 }
 
@@ -57,7 +59,6 @@ pub struct Persister;
 
 pub struct PersisterState {
     persistence: Arc<Persistence>,
-    journal: Option<JournalReceiver>,
     /// Messages whose state must be written, by message id.
     due: HashMap<Uuid, Due>,
     /// Conversations whose record must be written.
@@ -86,14 +87,8 @@ impl Actor for Persister {
         myself: ActorRef<PersisterMsg>,
         persistence: Arc<Persistence>,
     ) -> Result<PersisterState, ActorProcessingErr> {
-        let journal = persistence
-            .journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
         Ok(PersisterState {
             persistence,
-            journal,
             due: HashMap::new(),
             conversations: HashSet::new(),
             failures: 0,
@@ -108,12 +103,6 @@ impl Actor for Persister {
         state: &mut PersisterState,
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
-        // A successor (after a restart) continues from the same journal.
-        *state
-            .persistence
-            .journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = state.journal.take();
         Ok(())
     }
 
@@ -142,12 +131,19 @@ impl Actor for Persister {
 
 impl PersisterState {
     fn drain_journal(&mut self) {
-        let Some(journal) = self.journal.as_mut() else {
-            return;
-        };
         let mut received = Vec::new();
-        while let Ok(pending) = journal.try_recv() {
-            received.push(pending);
+        {
+            let mut journal = self
+                .persistence
+                .journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let Some(journal) = journal.as_mut() else {
+                return;
+            };
+            while let Ok(pending) = journal.try_recv() {
+                received.push(pending);
+            }
         }
         let now = Instant::now();
         for pending in received {

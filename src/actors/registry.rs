@@ -1,16 +1,24 @@
 //! The node's registry: bridges the engine's bus into Conversation mailboxes.
 //!
-//! It owns the node's subscription. A Conversation actor registers before it
+//! It owns the node's subscription; the node supervisor forwards the
+//! engine's bus into its mailbox (and, when a Registry is restarted, into
+//! its successor's). A Conversation actor registers before it
 //! reads the log (subscribe first, then read: nothing published in between is
 //! missed), and every published event is routed to the one local actor of its
 //! conversation. When the bus says live delivery may have missed something, it
 //! tells every Conversation to catch up from the log.
+//!
+//! The handler never waits on the engine: subscribing and unsubscribing go,
+//! in order, through one task beside the actor, and announcements through
+//! another, so that subscription churn or a slow Redis never delays the
+//! routing of live events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -38,8 +46,23 @@ pub enum RegistryMsg {
         actor: ActorId,
     },
     Bus(BusMessage),
-    /// Time to tell the cluster which actors live here.
-    Announce,
+    /// The engine refused to deliver this conversation's events to `actor`.
+    WatchFailed {
+        conversation_id: Uuid,
+        actor: ActorId,
+    },
+}
+
+/// A change of the node's subscription, applied in order by the watcher task.
+enum WatchOp {
+    Watch {
+        conversation_id: Uuid,
+        actor: ActorId,
+        reply: RpcReplyPort<Result<(), EngineError>>,
+    },
+    Unwatch {
+        conversation_id: Uuid,
+    },
 }
 
 pub struct RegistryArgs {
@@ -50,10 +73,10 @@ pub struct RegistryArgs {
 pub struct Registry;
 
 pub struct RegistryState {
-    context: Arc<NodeContext>,
     generations: ActorRef<GenerationsMsg>,
     routes: HashMap<Uuid, ActorRef<ConversationMsg>>,
-    bus_reader: Option<JoinHandle<()>>,
+    watch_ops: mpsc::UnboundedSender<WatchOp>,
+    watcher: Option<JoinHandle<()>>,
     announcer: Option<JoinHandle<()>>,
 }
 
@@ -70,24 +93,18 @@ impl Actor for Registry {
             generations,
         }: RegistryArgs,
     ) -> Result<RegistryState, ActorProcessingErr> {
-        let announcer = Some(myself.send_interval(ANNOUNCE_EVERY, || RegistryMsg::Announce));
-        let bus_reader = context.engine.take_bus().map(|mut bus| {
-            tokio::spawn(async move {
-                while let Some(message) = bus.recv().await {
-                    if myself.cast(RegistryMsg::Bus(message)).is_err() {
-                        break;
-                    }
-                }
-            })
-        });
-        if bus_reader.is_none() {
-            tracing::error!("the engine's bus was already taken: live events will not arrive");
-        }
+        let announcer = Some(tokio::spawn(announce(context.clone(), myself.clone())));
+        let (watch_ops, ops) = mpsc::unbounded_channel();
+        let watcher = Some(tokio::spawn(apply_watch_ops(
+            context.clone(),
+            ops,
+            myself.clone(),
+        )));
         Ok(RegistryState {
-            context,
             generations,
             routes: HashMap::new(),
-            bus_reader,
+            watch_ops,
+            watcher,
             announcer,
         })
     }
@@ -97,7 +114,7 @@ impl Actor for Registry {
         _: ActorRef<RegistryMsg>,
         state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
-        for task in [state.bus_reader.take(), state.announcer.take()]
+        for task in [state.watcher.take(), state.announcer.take()]
             .into_iter()
             .flatten()
         {
@@ -118,11 +135,28 @@ impl Actor for Registry {
                 actor,
                 reply,
             } => {
-                let result = state.context.engine.watch(conversation_id).await;
-                if result.is_ok() {
-                    state.routes.insert(conversation_id, actor);
+                // Routed from now on; events published before the
+                // subscription takes effect are read from the log by the
+                // Conversation, which registers before it reads.
+                let actor_id = actor.get_id();
+                state.routes.insert(conversation_id, actor);
+                let _ = state.watch_ops.send(WatchOp::Watch {
+                    conversation_id,
+                    actor: actor_id,
+                    reply,
+                });
+            }
+            RegistryMsg::WatchFailed {
+                conversation_id,
+                actor,
+            } => {
+                if state
+                    .routes
+                    .get(&conversation_id)
+                    .is_some_and(|current| current.get_id() == actor)
+                {
+                    state.routes.remove(&conversation_id);
                 }
-                let _ = reply.send(result);
             }
             RegistryMsg::Unregister {
                 conversation_id,
@@ -134,9 +168,7 @@ impl Actor for Registry {
                     .is_some_and(|current| current.get_id() == actor)
                 {
                     state.routes.remove(&conversation_id);
-                    if let Err(error) = state.context.engine.unwatch(conversation_id).await {
-                        tracing::warn!(%conversation_id, %error, "unwatch failed");
-                    }
+                    let _ = state.watch_ops.send(WatchOp::Unwatch { conversation_id });
                 }
             }
             RegistryMsg::Bus(BusMessage::Published {
@@ -167,21 +199,94 @@ impl Actor for Registry {
             RegistryMsg::Bus(BusMessage::StopGeneration { message_id }) => {
                 let _ = state.generations.cast(GenerationsMsg::Abort { message_id });
             }
-            RegistryMsg::Announce => {
-                let announcement = NodeAnnouncement {
-                    node_id: state.context.node_id.clone(),
-                    actors: serde_json::to_value(state.context.directory.list())?,
-                };
-                if let Err(error) = state
-                    .context
-                    .engine
-                    .announce_node(announcement, ANNOUNCEMENT_TTL)
-                    .await
-                {
-                    tracing::debug!(%error, "announcing this node failed");
+        }
+        Ok(())
+    }
+}
+
+/// Applies subscription changes one after the other, so that a watch and
+/// the unwatch that follows it reach the engine in that order.
+async fn apply_watch_ops(
+    context: Arc<NodeContext>,
+    mut ops: mpsc::UnboundedReceiver<WatchOp>,
+    registry: ActorRef<RegistryMsg>,
+) {
+    while let Some(op) = ops.recv().await {
+        match op {
+            WatchOp::Watch {
+                conversation_id,
+                actor,
+                reply,
+            } => {
+                let result = context.engine.watch(conversation_id).await;
+                if result.is_err() {
+                    let _ = registry.cast(RegistryMsg::WatchFailed {
+                        conversation_id,
+                        actor,
+                    });
+                }
+                let _ = reply.send(result);
+            }
+            WatchOp::Unwatch { conversation_id } => {
+                if let Err(error) = context.engine.unwatch(conversation_id).await {
+                    tracing::warn!(%conversation_id, %error, "unwatch failed");
                 }
             }
         }
-        Ok(())
+    }
+}
+
+/// Tells the cluster, every `ANNOUNCE_EVERY`, which actors live here, for
+/// as long as `registry` lives (a killed actor skips `post_stop`, which
+/// would otherwise end this task).
+async fn announce(context: Arc<NodeContext>, registry: ActorRef<RegistryMsg>) {
+    let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if registry.get_status() == ractor::ActorStatus::Stopped {
+            return;
+        }
+        let actors = match serde_json::to_value(context.directory.list()) {
+            Ok(actors) => actors,
+            Err(error) => {
+                tracing::error!(%error, "the actor directory could not be listed");
+                continue;
+            }
+        };
+        let announcement = NodeAnnouncement {
+            node_id: context.node_id.clone(),
+            actors,
+        };
+        if let Err(error) = context
+            .engine
+            .announce_node(announcement, ANNOUNCEMENT_TTL)
+            .await
+        {
+            tracing::debug!(%error, "announcing this node failed");
+        }
+    }
+}
+
+/// Forwards the engine's bus into the current Registry's mailbox. A message
+/// the Registry could not take (it failed) waits for its successor, so
+/// nothing on the bus is lost across a restart.
+pub async fn forward_bus(
+    mut bus: mpsc::UnboundedReceiver<BusMessage>,
+    mut registry: tokio::sync::watch::Receiver<ActorRef<RegistryMsg>>,
+) {
+    while let Some(message) = bus.recv().await {
+        let mut message = RegistryMsg::Bus(message);
+        loop {
+            let current = registry.borrow_and_update().clone();
+            match current.cast(message) {
+                Ok(()) => break,
+                Err(ractor::MessagingErr::SendErr(unsent)) => message = unsent,
+                Err(_) => return,
+            }
+            if registry.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }

@@ -568,4 +568,17 @@ impl Engine for DurableEngine {
     fn take_bus(&self) -> Option<mpsc::UnboundedReceiver<BusMessage>> {
         self.engine.take_bus()
     }
+
+    async fn put_ticket(
+        &self,
+        digest: &[u8; 32],
+        user: &UserId,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        self.engine.put_ticket(digest, user, ttl).await
+    }
+
+    async fn take_ticket(&self, digest: &[u8; 32]) -> EngineResult<Option<UserId>> {
+        self.engine.take_ticket(digest).await
+    }
 }

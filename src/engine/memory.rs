@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
+    Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History, Limits,
     MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
 };
 use crate::protocol::{Event, LogEntry, Message, MessageStatus, TurnAck, UserId, unix_millis};
@@ -26,6 +26,7 @@ pub struct MemoryEngine {
     /// How many log entries each conversation keeps; older ones are trimmed
     /// and a client resuming from before them gets a snapshot.
     history_size: usize,
+    limits: Limits,
     bus: mpsc::UnboundedSender<BusMessage>,
     bus_receiver: Mutex<Option<mpsc::UnboundedReceiver<BusMessage>>>,
 }
@@ -44,6 +45,8 @@ struct State {
     leases: HashMap<Uuid, (String, Instant)>,
     /// What this node announced, and until when it holds.
     announcement: Option<(NodeAnnouncement, Instant)>,
+    /// WebSocket tickets by digest: (user, until).
+    tickets: HashMap<[u8; 32], (UserId, Instant)>,
 }
 
 struct Conversation {
@@ -64,11 +67,17 @@ struct RememberedTurn {
 }
 
 impl MemoryEngine {
+    /// An engine with the contract's default `Limits`.
     pub fn new(history_size: usize) -> MemoryEngine {
+        MemoryEngine::with_limits(history_size, Limits::default())
+    }
+
+    pub fn with_limits(history_size: usize, limits: Limits) -> MemoryEngine {
         let (bus, receiver) = mpsc::unbounded_channel();
         MemoryEngine {
             state: Mutex::new(State::default()),
             history_size: history_size.max(1),
+            limits,
             bus,
             bus_receiver: Mutex::new(Some(receiver)),
         }
@@ -137,6 +146,20 @@ impl MemoryEngine {
 }
 
 impl State {
+    /// Replies streaming for `user` now. Derived from `in_flight` rather
+    /// than counted apart, so that no path that ends or forgets a reply can
+    /// leave the count behind.
+    fn generations_of(&self, user: &UserId) -> usize {
+        self.in_flight
+            .iter()
+            .filter(|(conversation_id, _)| {
+                self.conversations
+                    .get(conversation_id)
+                    .is_some_and(|c| &c.info.owner == user)
+            })
+            .count()
+    }
+
     /// Refuses a writer other than the live lease's holder.
     fn check_holder(&self, message_id: Uuid, holder: &str) -> EngineResult<()> {
         match self.leases.get(&message_id) {
@@ -211,7 +234,13 @@ impl Engine for MemoryEngine {
             .ok_or(EngineError::NotFound)?;
         for message in conversation.transcript.messages() {
             state.messages.remove(&message.id);
+            state.leases.remove(&message.id);
         }
+        // Its streaming reply no longer streams anywhere: failover must not
+        // adopt it.
+        state
+            .in_flight
+            .retain(|(conversation_id, _)| *conversation_id != id);
         for key in &conversation.client_msg_ids {
             state.turns.remove(key);
         }
@@ -249,7 +278,9 @@ impl Engine for MemoryEngine {
                 started: false,
             });
         }
-        let conversation_id = match request.conversation_id {
+        // Every check comes before the first change: a refused turn
+        // appends nothing.
+        let messages = match request.conversation_id {
             Some(id) => {
                 let conversation = state.conversations.get(&id).ok_or(EngineError::NotFound)?;
                 if conversation.info.owner != request.user {
@@ -260,8 +291,22 @@ impl Engine for MemoryEngine {
                         "a reply is still streaming in this conversation".into(),
                     ));
                 }
-                id
+                conversation.transcript.messages().len()
             }
+            None => 0,
+        };
+        if messages + 2 > self.limits.max_messages_per_conversation {
+            return Err(EngineError::ConversationFull {
+                limit: self.limits.max_messages_per_conversation,
+            });
+        }
+        if state.generations_of(&request.user) >= self.limits.max_generations_per_user {
+            return Err(EngineError::TooManyGenerations {
+                limit: self.limits.max_generations_per_user,
+            });
+        }
+        let conversation_id = match request.conversation_id {
+            Some(id) => id,
             None => {
                 let conversation =
                     new_conversation(request.user.clone(), Some(title_from(&request.content)));
@@ -555,5 +600,27 @@ impl Engine for MemoryEngine {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
+    }
+
+    async fn put_ticket(
+        &self,
+        digest: &[u8; 32],
+        user: &UserId,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        // Expired tickets go here, so that the map holds at most the tickets
+        // of the last `ttl`.
+        state.tickets.retain(|_, (_, until)| now < *until);
+        state.tickets.insert(*digest, (user.clone(), now + ttl));
+        Ok(())
+    }
+
+    async fn take_ticket(&self, digest: &[u8; 32]) -> EngineResult<Option<UserId>> {
+        let taken = self.lock().tickets.remove(digest);
+        Ok(taken
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(user, _)| user))
     }
 }

@@ -161,6 +161,28 @@ pub struct NodeAnnouncement {
     pub actors: serde_json::Value,
 }
 
+/// What an engine holds each turn to, checked in the same atomic step as
+/// the turn's appends (contract 1.1, "Identity, origins and limits"). The
+/// defaults are the contract's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Messages of one conversation, user and assistant together: a turn
+    /// whose two messages would pass it is refused.
+    pub max_messages_per_conversation: usize,
+    /// Replies one user may have streaming at once, across every node that
+    /// shares the engine: a turn that would start one more is refused.
+    pub max_generations_per_user: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_messages_per_conversation: 2_000,
+            max_generations_per_user: 4,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     #[error("not found")]
@@ -169,6 +191,14 @@ pub enum EngineError {
     Forbidden,
     #[error("{0}")]
     Conflict(String),
+    /// The turn's two messages would take the conversation past `limit`
+    /// messages; nothing was appended.
+    #[error("the conversation holds its limit of {limit} messages")]
+    ConversationFull { limit: usize },
+    /// The turn would start more than `limit` replies streaming at once for
+    /// its user; nothing was appended.
+    #[error("the user already has {limit} replies streaming")]
+    TooManyGenerations { limit: usize },
     #[error("the log store is unavailable: {0}")]
     Unavailable(String),
     #[error("internal engine error: {0}")]
@@ -182,10 +212,39 @@ impl EngineError {
             EngineError::NotFound => ApiError::not_found(what),
             EngineError::Forbidden => ApiError::forbidden(what),
             EngineError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
-            EngineError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
-            EngineError::Internal(m) => ApiError::new(ErrorCode::Internal, m),
+            EngineError::ConversationFull { limit } => ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "This conversation has reached its limit of {}. \
+                     Start a new conversation to go on.",
+                    counted(limit, "message", "messages")
+                ),
+            ),
+            EngineError::TooManyGenerations { limit } => ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "You already have {} being written. \
+                     Wait for one to finish, then send again.",
+                    counted(limit, "reply", "replies")
+                ),
+            ),
+            EngineError::Unavailable(detail) => ApiError::logged(
+                ErrorCode::Unavailable,
+                "The service is briefly unavailable; try again in a moment.",
+                detail,
+            ),
+            EngineError::Internal(detail) => ApiError::logged(
+                ErrorCode::Internal,
+                "Something went wrong on our side.",
+                detail,
+            ),
         }
     }
+}
+
+/// "1 reply", "4 replies".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
@@ -221,9 +280,10 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Atomically: checks the `client_msg_id` (a resend answers the first
     /// turn; different content or conversation is a conflict), checks
-    /// ownership and that no reply is streaming, creates the conversation if
-    /// needed, and appends the user's message and the streaming assistant
-    /// message.
+    /// ownership, that no reply is streaming and the engine's `Limits`
+    /// (`ConversationFull`, `TooManyGenerations`), creates the conversation
+    /// if needed, and appends the user's message and the streaming assistant
+    /// message. A refused turn appends nothing.
     async fn start_turn(&self, request: TurnRequest) -> EngineResult<Turn>;
 
     /// Appends one event if it applies (see `Transcript::apply`); a rejected
@@ -336,6 +396,19 @@ pub trait Engine: Send + Sync + 'static {
     /// The node's bus: every message for watched conversations. Handed out
     /// once, to the node's registry.
     fn take_bus(&self) -> Option<mpsc::UnboundedReceiver<BusMessage>>;
+
+    /// Keeps a WebSocket ticket for `user` for `ttl`, by the SHA-256
+    /// `digest` of the ticket (never the ticket itself), for any node to take.
+    async fn put_ticket(
+        &self,
+        digest: &[u8; 32],
+        user: &UserId,
+        ttl: std::time::Duration,
+    ) -> EngineResult<()>;
+
+    /// Takes the ticket with this digest: its user, once across every node
+    /// sharing the engine; `None` when it was taken, expired or never put.
+    async fn take_ticket(&self, digest: &[u8; 32]) -> EngineResult<Option<UserId>>;
 }
 
 /// How long a node's lease on generating a reply lasts without renewal: the

@@ -2,15 +2,27 @@
 -- on one conversation, in one script (as Centrifugo's Redis engine does).
 --
 -- KEYS: 1 meta (hash), 2 log (stream), 3 msgs (hash: id -> message JSON
--- without content), 4 order (list of message ids). All share the hash tag of
--- the conversation, and so does each message's text key, derived from them.
--- KEYS[5] is the sentinel naming the life of the data (see the fence below).
+-- without content), 4 order (list of message ids), 5 the sentinel naming the
+-- life of the data (see the fence below). The conversation's other keys are
+-- named from meta's and share its hash tag: texts (hash: id -> content, for
+-- every message but the streaming reply), pos (hash: id -> position in
+-- order), turns (set of the client_msg_ids it remembers), and, for the one
+-- reply streaming at a time, text:<id> (its text, appended to) and
+-- lease:<id> (the node generating it).
 -- ARGV: 1 the operation, 2 now (RFC 3339), 3 log entries kept, 4 time to
--- live (s), 5 the sentinel's value the calling node knows; the operation's
--- own arguments follow from ARGV[6]. Each operation returns an array of
--- strings, or an error whose first word is NOTFOUND, FORBIDDEN, CONFLICT or
--- LOST.
+-- live (s), 5 the sentinel's value the calling node knows, 6 the most
+-- messages a conversation holds, 7 the most replies one user has streaming,
+-- 8 how long (ms) a streaming reply counts toward that without a sign of
+-- life; the operation's own arguments follow, from ARGV[A + 1]. Each
+-- operation returns an array of strings, or an error whose first word is
+-- NOTFOUND, FORBIDDEN, CONFLICT, TOOLARGE, RATELIMITED or LOST.
+--
+-- Cost: a turn, a delta, an ending, a lease renewal and a message read each
+-- touch a fixed number of keys and loop over nothing, so they cost the same
+-- in a conversation of 2,000 messages as in one of 2. Only the operations
+-- that are about every message loop over them: snapshot, delete, rebuild.
 
+local A = 8
 local meta, log, msgs, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = string.sub(meta, 1, #meta - 4)
 local op = ARGV[1]
@@ -32,6 +44,10 @@ if sentinel ~= ARGV[5] then
   return redis.error_reply('LOST vanished')
 end
 
+local now_iso, history = ARGV[2], ARGV[3]
+-- Where the conversation's events are published: `cs:{<id>}:events`.
+local channel = prefix .. 'events'
+
 local function text_key(id)
   return prefix .. 'text:' .. id
 end
@@ -41,22 +57,8 @@ local function lease_key(id)
   return prefix .. 'lease:' .. id
 end
 
-local function fail(code, message)
-  return redis.error_reply(code .. ' ' .. message)
-end
-
--- Every key of the conversation lives as long as its newest turn allows.
-local function touch(ttl)
-  for _, key in ipairs({meta, log, msgs, order, prefix .. 'turns'}) do
-    redis.call('EXPIRE', key, ttl)
-  end
-  for _, id in ipairs(redis.call('LRANGE', order, 0, -1)) do
-    redis.call('EXPIRE', text_key(id), ttl)
-  end
-end
-
 -- Numbers the event, adds it to the log and publishes it, in one step.
-local function log_event(event_json, now_iso, history, channel)
+local function log_event(event_json)
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   local time = redis.call('TIME')
   local ts = string.format('%.3f', tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000)
@@ -68,39 +70,148 @@ local function log_event(event_json, now_iso, history, channel)
   return {tostring(seq), entry, epoch}
 end
 
-local function create(owner, title, epoch, now_iso, ttl)
-  if redis.call('EXISTS', meta) == 1 then
-    return false
+-- The token path: a delta that applies, to the streaming reply by its
+-- lease's holder at the reply's length, runs here and nothing below (every
+-- call of a script runs its body, and what it defines costs each call). Any
+-- other delta goes on to `append` below, which checks it in full and
+-- answers why it is refused, or that it was applied already.
+if op == 'append' and ARGV[A + 1] == 'delta' then
+  local id, holder, offset = ARGV[A + 2], ARGV[A + 6], tonumber(ARGV[A + 4])
+  local lease = holder ~= '' and redis.call('GET', lease_key(id))
+  if redis.call('HGET', meta, 'streaming') == id
+    and (not lease or lease == holder)
+    and (offset < 0 or redis.call('STRLEN', text_key(id)) == offset) then
+    redis.call('APPEND', text_key(id), ARGV[A + 5])
+    return log_event(ARGV[A + 3])
   end
-  redis.call('HSET', meta, 'owner', owner, 'created_at', now_iso, 'updated_at', now_iso,
-    'epoch', epoch, 'seq', 0, 'streaming', '')
+end
+
+local ttl = tonumber(ARGV[4])
+local max_messages, max_generations = tonumber(ARGV[6]), tonumber(ARGV[7])
+local generation_count_ttl = tonumber(ARGV[8])
+local texts, positions, turns = prefix .. 'texts', prefix .. 'pos', prefix .. 'turns'
+
+local function fail(code, message)
+  return redis.error_reply(code .. ' ' .. message)
+end
+
+-- Redis's clock in milliseconds: one clock for every node.
+local function now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- THE USER'S KEY: the one key of this script outside the conversation.
+-- The replies streaming for one user, across the cluster (for
+-- MAX_GENERATIONS_PER_USER): a sorted set of reply ids, each scored by its
+-- last sign of life (its turn, a lease renewal, a claim) in Redis's time.
+-- Added to by a turn, removed from by the reply's ending or its
+-- conversation's delete, in the same atomic step as those, so the count is
+-- exact; an entry whose reply showed no sign of life for
+-- `generation_count_ttl` stops counting (its conversation expired or was
+-- removed behind the engine's back), so no lost removal locks a user out
+-- for longer than that.
+-- Redis Cluster: this key hashes to the user's slot, not the
+-- conversation's, and a script may touch one slot only. There, the count
+-- must move out of this script into its own step on the user's slot (check
+-- and add before the turn, taken back if the turn is refused; removed after
+-- the ending), with this same aging covering a node that dies in between.
+local function generations_key(owner)
+  return 'cs:user:' .. owner .. ':generations'
+end
+
+-- A sign of life of a streaming reply: it counts toward its user's limit
+-- for another `generation_count_ttl`.
+local function count_generation(owner, id)
+  local key = generations_key(owner)
+  redis.call('ZADD', key, now_ms(), id)
+  redis.call('PEXPIRE', key, generation_count_ttl)
+end
+
+local function uncount_generation(owner, id)
+  redis.call('ZREM', generations_key(owner), id)
+end
+
+-- Replies counting toward the user's limit now.
+local function generations_of(owner)
+  local key = generations_key(owner)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now_ms() - generation_count_ttl))
+  return redis.call('ZCARD', key)
+end
+
+-- The layout of a conversation's keys described above. Conversations
+-- written before it kept every message's text in a text:<id> key of its
+-- own, each expired again on every turn and ending. `migrate` moves them
+-- into texts and pos, once, at the first write that renews such a
+-- conversation (touch); reads fall back to those keys until then.
+local LAYOUT = '2'
+
+local function migrate()
+  local streaming = redis.call('HGET', meta, 'streaming')
+  for i, id in ipairs(redis.call('LRANGE', order, 0, -1)) do
+    redis.call('HSET', positions, id, i - 1)
+    if id ~= streaming then
+      local text = redis.call('GET', text_key(id))
+      if text then
+        redis.call('HSET', texts, id, text)
+        redis.call('DEL', text_key(id))
+      end
+    end
+  end
+  redis.call('HSET', meta, 'layout', LAYOUT)
+end
+
+-- Every key of the conversation lives as long as its newest turn allows.
+-- A fixed set of keys, however long the conversation: nothing here grows
+-- with its messages.
+local function touch()
+  if redis.call('HGET', meta, 'layout') ~= LAYOUT then
+    migrate()
+  end
+  for _, key in ipairs({meta, log, msgs, order, texts, positions, turns}) do
+    redis.call('EXPIRE', key, ttl)
+  end
+  local streaming = redis.call('HGET', meta, 'streaming')
+  if streaming and streaming ~= '' then
+    redis.call('EXPIRE', text_key(streaming), ttl)
+  end
+end
+
+-- A message's text: in texts, or in its own key while it streams (and in a
+-- conversation not yet migrated).
+local function text_of(id)
+  return redis.call('HGET', texts, id) or redis.call('GET', text_key(id)) or ''
+end
+
+local function create(owner, title, epoch, created_at)
+  redis.call('HSET', meta, 'owner', owner, 'created_at', created_at, 'updated_at', now_iso,
+    'epoch', epoch, 'seq', 0, 'streaming', '', 'layout', LAYOUT)
   if title ~= '' then
     redis.call('HSET', meta, 'title', string.sub(title, 2))
   end
   redis.call('EXPIRE', meta, ttl)
-  return true
 end
 
 -- A new message: the user's (complete) or the assistant's (streaming).
-local function add_message(id, role, message_json, content, event_json, now_iso, history, channel)
+local function add_message(id, role, message_json, content, event_json)
   if redis.call('HEXISTS', msgs, id) == 1 then
     return nil, fail('CONFLICT', 'message ' .. id .. ' already exists')
   end
-  if role == 'user' and redis.call('HGET', meta, 'streaming') ~= '' then
-    return nil, fail('CONFLICT', 'a reply is still streaming in this conversation')
-  end
   redis.call('HSET', msgs, id, message_json)
-  redis.call('RPUSH', order, id)
-  redis.call('SET', text_key(id), content)
+  local length = redis.call('RPUSH', order, id)
+  redis.call('HSET', positions, id, length - 1)
   if role == 'assistant' then
+    redis.call('SET', text_key(id), content)
     redis.call('HSET', meta, 'streaming', id)
+  else
+    redis.call('HSET', texts, id, content)
   end
-  return log_event(event_json, now_iso, history, channel)
+  return log_event(event_json)
 end
 
--- Checks that `id` is the streaming reply.
-local function check_streaming(id)
-  if redis.call('HGET', meta, 'streaming') == id then
+-- Checks that `id` is the streaming reply (`streaming`: meta's field).
+local function check_streaming(id, streaming)
+  if streaming == id then
     return nil
   end
   if redis.call('HEXISTS', msgs, id) == 1 then
@@ -109,15 +220,12 @@ local function check_streaming(id)
   return fail('NOTFOUND', 'message ' .. id .. ' does not exist in this conversation')
 end
 
-local now_iso, history, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
--- Where the conversation's events are published: `cs:{<id>}:events`.
-local channel = prefix .. 'events'
-
 if op == 'create' then
   -- owner, title ('' or 'T' .. title), epoch
-  if not create(ARGV[6], ARGV[7], ARGV[8], now_iso, ttl) then
+  if redis.call('EXISTS', meta) == 1 then
     return fail('CONFLICT', 'conversation already exists')
   end
+  create(ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], now_iso)
   return {'ok'}
 end
 
@@ -125,33 +233,49 @@ if op == 'turn' then
   -- owner, create flag, title, epoch, turn member, then for the user message
   -- and the reply: id, message JSON, content, event JSON; then the reply's
   -- lease holder and its time to live in milliseconds.
-  local owner, create_new, title, epoch, member = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+  local owner, create_new, title, epoch, member =
+    ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], ARGV[A + 4], ARGV[A + 5]
+  local reply = ARGV[A + 10]
+  -- Every check comes before the first write: a refused turn appends nothing.
   if create_new == '1' then
-    if not create(owner, title, epoch, now_iso, ttl) then
+    if redis.call('EXISTS', meta) == 1 then
       return fail('CONFLICT', 'conversation already exists')
     end
   else
-    local current = redis.call('HGET', meta, 'owner')
-    if not current then
+    local state = redis.call('HMGET', meta, 'owner', 'streaming')
+    if not state[1] then
       return fail('NOTFOUND', 'conversation not found')
     end
-    if current ~= owner then
+    if state[1] ~= owner then
       return fail('FORBIDDEN', 'conversation belongs to another user')
     end
+    if state[2] ~= '' then
+      return fail('CONFLICT', 'a reply is still streaming in this conversation')
+    end
   end
-  local user, err = add_message(ARGV[11], 'user', ARGV[12], ARGV[13], ARGV[14], now_iso, history, channel)
+  if redis.call('LLEN', order) + 2 > max_messages then
+    return fail('TOOLARGE', tostring(max_messages))
+  end
+  if generations_of(owner) >= max_generations then
+    return fail('RATELIMITED', tostring(max_generations))
+  end
+  if create_new == '1' then
+    create(owner, title, epoch, now_iso)
+  end
+  local user, err = add_message(ARGV[A + 6], 'user', ARGV[A + 7], ARGV[A + 8], ARGV[A + 9])
   if err then
     return err
   end
-  local _, err2 = add_message(ARGV[15], 'assistant', ARGV[16], '', ARGV[17], now_iso, history, channel)
+  local _, err2 = add_message(reply, 'assistant', ARGV[A + 11], '', ARGV[A + 12])
   if err2 then
     return err2
   end
   if member ~= '' then
-    redis.call('SADD', prefix .. 'turns', member)
+    redis.call('SADD', turns, member)
   end
-  redis.call('SET', lease_key(ARGV[15]), ARGV[18], 'PX', ARGV[19])
-  touch(ttl)
+  redis.call('SET', lease_key(reply), ARGV[A + 13], 'PX', ARGV[A + 14])
+  count_generation(owner, reply)
+  touch()
   return {redis.call('HGET', meta, 'epoch'), user[1]}
 end
 
@@ -159,50 +283,70 @@ if op == 'append' then
   -- kind, message id, event JSON, then for a delta: offset (-1: anywhere),
   -- text; for an ending: status, error ('' or 'E' .. error); then the
   -- writer's node id ('' for anyone: a cancel), which must hold the lease.
-  if redis.call('EXISTS', meta) == 0 then
+  local state = redis.call('HMGET', meta, 'owner', 'streaming')
+  if not state[1] then
     return fail('NOTFOUND', 'conversation not found')
   end
-  local kind, id, event_json, holder = ARGV[6], ARGV[7], ARGV[8], ARGV[11]
+  local owner, streaming = state[1], state[2]
+  local kind, id, event_json, holder = ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], ARGV[A + 6]
   if holder ~= '' then
     local current = redis.call('GET', lease_key(id))
     if current and current ~= holder then
       return fail('CONFLICT', 'reply ' .. id .. ' is generated by ' .. current)
     end
   end
-  local err = check_streaming(id)
+  local err = check_streaming(id, streaming)
   if kind == 'delta' then
-    local offset, text = tonumber(ARGV[9]), ARGV[10]
-    local length = redis.call('STRLEN', text_key(id))
+    local offset, text = tonumber(ARGV[A + 4]), ARGV[A + 5]
     -- A negative offset appends wherever the text ends.
-    if offset >= 0 and length ~= offset then
-      -- A retry of an append that did happen: same text at the same offset.
-      if length == offset + #text and redis.call('GETRANGE', text_key(id), offset, -1) == text then
-        return {'applied'}
+    if offset >= 0 then
+      -- An ended message's text is read whole, off the token path: only a
+      -- retry or a refusal gets here.
+      local ended = nil
+      local length
+      if id == streaming then
+        length = redis.call('STRLEN', text_key(id))
+      else
+        ended = text_of(id)
+        length = #ended
       end
-      if err then
-        return err
+      if length ~= offset then
+        -- A retry of an append that did happen: same text at the same offset.
+        if length == offset + #text then
+          local tail = ended and string.sub(ended, offset + 1)
+            or redis.call('GETRANGE', text_key(id), offset, -1)
+          if tail == text then
+            return {'applied'}
+          end
+        end
+        if err then
+          return err
+        end
+        return fail('CONFLICT', 'the reply has ' .. length .. ' bytes, not ' .. offset)
       end
-      return fail('CONFLICT', 'the reply has ' .. length .. ' bytes, not ' .. offset)
     end
     if err then
       return err
     end
     redis.call('APPEND', text_key(id), text)
-    return log_event(event_json, now_iso, history, channel)
+    return log_event(event_json)
   end
   if err then
     return err
   end
   local message = cjson.decode(redis.call('HGET', msgs, id))
-  message['status'] = ARGV[9]
-  if ARGV[10] ~= '' then
-    message['error'] = string.sub(ARGV[10], 2)
+  message['status'] = ARGV[A + 4]
+  if ARGV[A + 5] ~= '' then
+    message['error'] = string.sub(ARGV[A + 5], 2)
   end
   redis.call('HSET', msgs, id, cjson.encode(message))
+  -- The text joins the others: the conversation keeps a fixed set of keys.
+  redis.call('HSET', texts, id, redis.call('GET', text_key(id)) or '')
+  redis.call('DEL', text_key(id), lease_key(id))
   redis.call('HSET', meta, 'streaming', '')
-  redis.call('DEL', lease_key(id))
-  touch(ttl)
-  return log_event(event_json, now_iso, history, channel)
+  uncount_generation(owner, id)
+  touch()
+  return log_event(event_json)
 end
 
 if op == 'read' then
@@ -211,7 +355,7 @@ if op == 'read' then
   if not state[1] then
     return fail('NOTFOUND', 'conversation not found')
   end
-  local after, seq = tonumber(ARGV[6]), tonumber(state[2])
+  local after, seq = tonumber(ARGV[A + 1]), tonumber(state[2])
   local result = {state[1], state[2], 'kept'}
   if after >= seq then
     return result
@@ -234,26 +378,43 @@ if op == 'snapshot' then
     return fail('NOTFOUND', 'conversation not found')
   end
   local result = {state[1], state[2], state[3], state[4] and ('T' .. state[4]) or '', state[5], state[6]}
-  for _, id in ipairs(redis.call('LRANGE', order, 0, -1)) do
-    table.insert(result, redis.call('HGET', msgs, id))
-    table.insert(result, redis.call('GET', text_key(id)) or '')
+  local ids = redis.call('LRANGE', order, 0, -1)
+  -- A few reads per hundreds of messages rather than two per message; in
+  -- slices, since a Lua call takes a bounded number of arguments.
+  local slice = 500
+  for first = 1, #ids, slice do
+    local part = {unpack(ids, first, math.min(first + slice - 1, #ids))}
+    local stored = redis.call('HMGET', msgs, unpack(part))
+    local contents = redis.call('HMGET', texts, unpack(part))
+    for i, id in ipairs(part) do
+      table.insert(result, stored[i])
+      table.insert(result, contents[i] or redis.call('GET', text_key(id)) or '')
+    end
   end
   return result
 end
 
 if op == 'delete' then
-  if redis.call('EXISTS', meta) == 0 then
+  local state = redis.call('HMGET', meta, 'owner', 'streaming', 'layout')
+  if not state[1] then
     return fail('NOTFOUND', 'conversation not found')
   end
+  local owner, streaming = state[1], state[2]
   local result = {}
   for _, id in ipairs(redis.call('LRANGE', order, 0, -1)) do
-    redis.call('DEL', text_key(id), lease_key(id))
+    if state[3] ~= LAYOUT then
+      redis.call('DEL', text_key(id), lease_key(id))
+    end
     table.insert(result, 'm' .. id)
   end
-  for _, member in ipairs(redis.call('SMEMBERS', prefix .. 'turns')) do
+  if streaming ~= '' then
+    redis.call('DEL', text_key(streaming), lease_key(streaming))
+    uncount_generation(owner, streaming)
+  end
+  for _, member in ipairs(redis.call('SMEMBERS', turns)) do
     table.insert(result, 't' .. member)
   end
-  redis.call('DEL', meta, log, msgs, order, prefix .. 'turns')
+  redis.call('DEL', meta, log, msgs, order, texts, positions, turns)
   redis.call('PUBLISH', channel, '{"deleted":true}')
   return result
 end
@@ -261,42 +422,46 @@ end
 if op == 'lease' then
   -- message id, holder, ttl (ms): take or renew; '0' when another holds it
   -- or the reply no longer streams.
-  local id, holder = ARGV[6], ARGV[7]
-  if redis.call('EXISTS', meta) == 0 then
+  local id, holder = ARGV[A + 1], ARGV[A + 2]
+  local state = redis.call('HMGET', meta, 'owner', 'streaming')
+  if not state[1] then
     return fail('NOTFOUND', 'conversation not found')
   end
-  if redis.call('HGET', meta, 'streaming') ~= id then
+  if state[2] ~= id then
     return {'0'}
   end
   local current = redis.call('GET', lease_key(id))
   if current and current ~= holder then
     return {'0'}
   end
-  redis.call('SET', lease_key(id), holder, 'PX', ARGV[8])
+  redis.call('SET', lease_key(id), holder, 'PX', ARGV[A + 3])
+  count_generation(state[1], id)
   -- A reply streaming for longer than half the conversation's lifetime
-  -- extends it (touching every key each second would cost a long
-  -- conversation dearly), so no key expires under a streaming reply.
+  -- extends it, so that no key expires under a streaming reply; not every
+  -- second, though cheap, as most renewals have nothing to extend.
   if redis.call('TTL', meta) < ttl / 2 then
-    touch(ttl)
+    touch()
   end
   return {'1'}
 end
 
 if op == 'release' then
   -- message id, holder
-  if redis.call('GET', lease_key(ARGV[6])) == ARGV[7] then
-    redis.call('DEL', lease_key(ARGV[6]))
+  if redis.call('GET', lease_key(ARGV[A + 1])) == ARGV[A + 2] then
+    redis.call('DEL', lease_key(ARGV[A + 1]))
   end
   return {'ok'}
 end
 
 if op == 'claim' then
   -- message id, holder, ttl (ms): leases an orphaned streaming reply.
-  local id = ARGV[6]
-  if redis.call('HGET', meta, 'streaming') ~= id then
+  local id = ARGV[A + 1]
+  local state = redis.call('HMGET', meta, 'owner', 'streaming')
+  if state[2] ~= id then
     return {'ended'}
   end
-  if redis.call('SET', lease_key(id), ARGV[7], 'NX', 'PX', ARGV[8]) then
+  if redis.call('SET', lease_key(id), ARGV[A + 2], 'NX', 'PX', ARGV[A + 3]) then
+    count_generation(state[1], id)
     return {'claimed'}
   end
   return {'held'}
@@ -310,33 +475,33 @@ if op == 'rebuild' then
   if redis.call('EXISTS', meta) == 1 then
     return {redis.call('HGET', meta, 'epoch'), 'exists'}
   end
-  local epoch = ARGV[9]
-  redis.call('HSET', meta, 'owner', ARGV[6], 'created_at', ARGV[8], 'updated_at', now_iso,
-    'epoch', epoch, 'seq', 0, 'streaming', '')
-  if ARGV[7] ~= '' then
-    redis.call('HSET', meta, 'title', string.sub(ARGV[7], 2))
-  end
-  for i = 0, tonumber(ARGV[12]) - 1 do
-    local base = 13 + i * 4
+  local owner, epoch = ARGV[A + 1], ARGV[A + 4]
+  create(owner, ARGV[A + 2], epoch, ARGV[A + 3])
+  for i = 0, tonumber(ARGV[A + 7]) - 1 do
+    local base = A + 8 + i * 4
     local id = ARGV[base]
     redis.call('HSET', msgs, id, ARGV[base + 1])
     redis.call('RPUSH', order, id)
-    redis.call('SET', text_key(id), ARGV[base + 2])
+    redis.call('HSET', positions, id, i)
     if cjson.decode(ARGV[base + 1])['status'] == 'streaming' then
+      redis.call('SET', text_key(id), ARGV[base + 2])
       redis.call('HSET', meta, 'streaming', id)
-      if ARGV[10] ~= '' then
-        redis.call('SET', lease_key(id), ARGV[10], 'PX', ARGV[11])
+      if ARGV[A + 5] ~= '' then
+        redis.call('SET', lease_key(id), ARGV[A + 5], 'PX', ARGV[A + 6])
       end
+      count_generation(owner, id)
+    else
+      redis.call('HSET', texts, id, ARGV[base + 2])
     end
-    log_event(ARGV[base + 3], now_iso, history, channel)
+    log_event(ARGV[base + 3])
   end
-  touch(ttl)
+  touch()
   return {epoch, 'rebuilt'}
 end
 
 if op == 'message' then
   -- message id: its position, message JSON without content, and content.
-  local id = ARGV[6]
+  local id = ARGV[A + 1]
   local stored = redis.call('HGET', msgs, id)
   if not stored then
     if redis.call('EXISTS', meta) == 0 then
@@ -344,12 +509,13 @@ if op == 'message' then
     end
     return {}
   end
-  return {tostring(redis.call('LPOS', order, id)), stored, redis.call('GET', text_key(id)) or ''}
+  local position = redis.call('HGET', positions, id) or redis.call('LPOS', order, id)
+  return {tostring(position), stored, text_of(id)}
 end
 
 if op == 'holder' then
   -- message id: the node generating it, or ''.
-  return {redis.call('GET', lease_key(ARGV[6])) or ''}
+  return {redis.call('GET', lease_key(ARGV[A + 1])) or ''}
 end
 
 return fail('CONFLICT', 'unknown operation ' .. tostring(op))

@@ -5,6 +5,11 @@
 //! state updated and the event published, atomically, so that history and live
 //! delivery cannot disagree. Keys carry the conversation's hash tag
 //! (`cs:{<id>}:…`) so that Redis Cluster keeps each conversation in one slot.
+//! A conversation keeps a fixed set of keys, however many messages it holds,
+//! so that a turn, a delta and an ending cost Redis the same in any
+//! conversation. One key of the script is outside the conversation's slot:
+//! the user's count of streaming replies (`generations_key` in `redis.lua`,
+//! which says what Redis Cluster will need of it).
 //!
 //! One RESP3 connection manager carries commands and subscriptions; it
 //! reconnects and resubscribes by itself. Pub/sub is at-most-once, so after a
@@ -30,7 +35,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::{
-    Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
+    Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History, Limits,
     MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
 };
 use crate::protocol::{Event, LogEntry, Message, MessageStatus, Role, TurnAck, UserId};
@@ -44,6 +49,11 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// Catch-ups sent after an outage: the first may run before the automatic
 /// resubscription completes; later ones cover that window.
 const CATCH_UPS_AFTER_OUTAGE: u8 = 3;
+/// How long a streaming reply counts toward its user's limit without a sign
+/// of life. Far above the lease's renewal (every second) and failover's
+/// adoption (within `LEASE_TTL` and a scan), so a live reply never stops
+/// counting; short enough that a lost removal only delays a user briefly.
+const GENERATION_COUNT_TTL: Duration = Duration::from_secs(60);
 
 /// How a `RedisEngine` runs. `RedisOptions::new` gives the defaults.
 #[derive(Debug, Clone)]
@@ -61,6 +71,13 @@ pub struct RedisOptions {
     /// what they hold before it counts as gone (or, with a durable store,
     /// before the store's older copy is restored instead).
     pub rebuild_window: Duration,
+    /// The limits every turn is held to, inside its atomic step.
+    pub limits: Limits,
+    /// How long a streaming reply counts toward its user's
+    /// `max_generations_per_user` without a sign of life (its turn, a lease
+    /// renewal every second, a claim by failover): the bound on how long a
+    /// count whose removal was lost can keep a user from starting replies.
+    pub generation_count_ttl: Duration,
 }
 
 impl RedisOptions {
@@ -70,6 +87,8 @@ impl RedisOptions {
             conversation_ttl,
             health_every: HEALTH_EVERY,
             rebuild_window: REBUILD_WINDOW,
+            limits: Limits::default(),
+            generation_count_ttl: GENERATION_COUNT_TTL,
         }
     }
 }
@@ -84,6 +103,8 @@ pub struct RedisEngine {
     history_size: usize,
     /// Lifetime of a conversation after its last turn.
     conversation_ttl: Duration,
+    limits: Limits,
+    generation_count_ttl: Duration,
     bus_receiver: Mutex<Option<mpsc::UnboundedReceiver<BusMessage>>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -189,6 +210,13 @@ fn map_error(error: RedisError) -> EngineError {
         Some("NOTFOUND") => EngineError::NotFound,
         Some("FORBIDDEN") => EngineError::Forbidden,
         Some("CONFLICT") => EngineError::Conflict(detail),
+        // The script names the limit it applied.
+        Some("TOOLARGE") => EngineError::ConversationFull {
+            limit: detail.parse().unwrap_or_default(),
+        },
+        Some("RATELIMITED") => EngineError::TooManyGenerations {
+            limit: detail.parse().unwrap_or_default(),
+        },
         Some("LOADING") | Some("BUSY") | Some("MASTERDOWN") | Some("TRYAGAIN") => {
             EngineError::Unavailable(error.to_string())
         }
@@ -354,6 +382,8 @@ impl RedisEngine {
             script: Script::new(include_str!("redis.lua")),
             history_size: options.history_size.max(1),
             conversation_ttl: options.conversation_ttl,
+            limits: options.limits,
+            generation_count_ttl: options.generation_count_ttl,
             bus_receiver: Mutex::new(Some(bus_receiver)),
             tasks,
         })
@@ -380,7 +410,10 @@ impl RedisEngine {
             .arg(now_iso())
             .arg(self.history_size)
             .arg(self.conversation_ttl.as_secs().max(1))
-            .arg(&*checked);
+            .arg(&*checked)
+            .arg(self.limits.max_messages_per_conversation)
+            .arg(self.limits.max_generations_per_user)
+            .arg(self.generation_count_ttl.as_millis().max(1) as u64);
         for arg in args {
             invocation.arg(*arg);
         }
@@ -721,7 +754,7 @@ impl Engine for RedisEngine {
     async fn list_conversations(&self, owner: &UserId) -> EngineResult<Vec<ConversationInfo>> {
         let (ids,): (Vec<String>,) = self
             .fenced(None, |pipe| {
-                pipe.smembers(user_key(&owner));
+                pipe.smembers(user_key(owner));
             })
             .await?;
         let mut connection = self.connection.clone();
@@ -733,7 +766,7 @@ impl Engine for RedisEngine {
                 // Expired or deleted: forget it here too.
                 _ => {
                     let _: () = connection
-                        .srem(user_key(&owner), id.to_string())
+                        .srem(user_key(owner), id.to_string())
                         .await
                         .map_err(map_error)?;
                 }
@@ -1173,6 +1206,37 @@ impl Engine for RedisEngine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
     }
+
+    // Tickets are plain SET PX and GETDEL, not fenced on the sentinel: a
+    // data loss only loses tickets, which are then refused as unknown (the
+    // safe answer), and GETDEL alone makes each one open a single socket.
+    async fn put_ticket(
+        &self,
+        digest: &[u8; 32],
+        user: &UserId,
+        ttl: Duration,
+    ) -> EngineResult<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .pset_ex::<_, _, ()>(ticket_key(digest), user.as_str(), ttl.as_millis() as u64)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn take_ticket(&self, digest: &[u8; 32]) -> EngineResult<Option<UserId>> {
+        let mut connection = self.connection.clone();
+        let user: Option<String> = connection
+            .get_del(ticket_key(digest))
+            .await
+            .map_err(map_error)?;
+        Ok(user.and_then(|user| UserId::parse(&user)))
+    }
+}
+
+/// `cs:ticket:<hex digest>`: one WebSocket ticket's user.
+fn ticket_key(digest: &[u8; 32]) -> String {
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cs:ticket:{hex}")
 }
 
 impl RedisEngine {

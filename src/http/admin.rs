@@ -5,8 +5,11 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 
 use super::{AppState, HttpError, bearer};
+use crate::actors::supervisor::NODE_ACTORS;
 use crate::protocol::{ApiError, ErrorCode};
 
 /// How long readiness waits for the log store before calling it down.
@@ -54,11 +57,28 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     // A stopping node answers 503 from the moment it starts draining, so
     // that balancers stop sending it new connections.
     let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
-    let ready = engine_up && !draining;
+    // A node-level actor that died and was not (or could not be) restarted
+    // leaves the node unable to serve: out of the balancer with it.
+    let live: std::collections::HashSet<String> = state
+        .context
+        .directory
+        .list()
+        .into_iter()
+        .filter_map(|record| record.key)
+        .collect();
+    let persister = state.context.persistence.as_ref().map(|_| "persister");
+    let actors: serde_json::Map<String, serde_json::Value> = NODE_ACTORS
+        .into_iter()
+        .chain(persister)
+        .map(|name| (name.to_owned(), json!(state_name(live.contains(name)))))
+        .collect();
+    let actors_up = actors.values().all(|up| up == "up");
+    let ready = engine_up && actors_up && !draining;
     let body = json!({
         "ready": ready,
         "draining": draining,
         "dependencies": { engine.name(): state_name(engine_up) },
+        "actors": actors,
         "store": store,
     });
     if ready {
@@ -87,7 +107,7 @@ async fn actors(
 ) -> Result<HttpResponse, HttpError> {
     match bearer(&request) {
         None => return Err(ApiError::new(ErrorCode::Unauthorized, "missing bearer token").into()),
-        Some(token) if !constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
+        Some(token) if !state.admin_token.matches(token) => {
             return Err(ApiError::new(ErrorCode::Forbidden, "not the admin token").into());
         }
         Some(_) => {}
@@ -122,7 +142,44 @@ async fn actors(
     }
 }
 
-/// Compares secrets without revealing where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The bearer token of `/admin/*`, kept as its SHA-256 digest. A presented
+/// token is hashed and the two digests compared in constant time: the time
+/// taken depends neither on where they differ nor on the secret's length
+/// (hashing costs time in the length of what the caller sent, which the
+/// caller knows already).
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    pub fn new(token: &str) -> AdminToken {
+        AdminToken {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        }
+    }
+
+    /// Whether `presented` is the admin token.
+    pub fn matches(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        presented.ct_eq(&self.digest).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_admin_token_matches() {
+        let token = AdminToken::new("the-admin-token-of-at-least-32-bytes");
+        assert!(token.matches("the-admin-token-of-at-least-32-bytes"));
+        for other in [
+            "",
+            "the-admin-token-of-at-least-32-byte",
+            "the-admin-token-of-at-least-32-bytess",
+            "The-admin-token-of-at-least-32-bytes",
+        ] {
+            assert!(!token.matches(other), "{other:?}");
+        }
+    }
 }

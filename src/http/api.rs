@@ -1,11 +1,12 @@
 //! The JSON API under `/api/`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{AppState, HttpError, User};
+use super::{AppState, Caller, HttpError, User};
+use crate::auth::tickets;
 use crate::protocol::{ApiError, SendRequest};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -14,6 +15,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(resource("/api/auth/guest").route(web::post().to(guest)))
         .service(resource("/api/auth/refresh").route(web::post().to(refresh)))
+        .service(resource("/api/ws-ticket").route(web::post().to(ws_ticket)))
         .service(
             resource("/api/conversations")
                 .route(web::get().to(list))
@@ -32,14 +34,35 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 type Answer = Result<HttpResponse, HttpError>;
 
-async fn guest(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.auth.issue_guest())
+/// A new guest identity, unless guests are switched off
+/// (`GUEST_ACCESS=false`); tokens already issued stay valid either way.
+async fn guest(request: HttpRequest, state: web::Data<AppState>) -> Answer {
+    if !state.auth.guest_access() {
+        return Err(ApiError::new(
+            crate::protocol::ErrorCode::Forbidden,
+            "guest access is switched off on this server; sign in instead",
+        )
+        .into());
+    }
+    let ip = super::peer::client_ip(&request, &state.trusted_proxies);
+    state.limits.guest(ip)?;
+    Ok(HttpResponse::Ok().json(state.auth.issue_guest()))
 }
 
 /// A new token for the caller, who must hold a valid, unexpired one (else
-/// 401 from `User`); the old token stays valid until it expires.
-async fn refresh(state: web::Data<AppState>, User(user): User) -> HttpResponse {
-    HttpResponse::Ok().json(state.auth.issue_for(user))
+/// 401 from `Caller`); the old token stays valid until it expires. Guest
+/// tokens renew also while guests are switched off. The holder of an
+/// identity provider's token gets this node's HS256 token for the same
+/// `user_id`, expiring when the provider's token does (see `Auth::renew`).
+async fn refresh(state: web::Data<AppState>, Caller(caller): Caller) -> Answer {
+    Ok(HttpResponse::Ok().json(state.auth.renew(&caller)?))
+}
+
+/// A single-use ticket that opens `GET /ws/chat?ticket=` as the caller, on
+/// any node sharing this one's engine, for `tickets::TICKET_TTL`.
+async fn ws_ticket(state: web::Data<AppState>, User(user): User) -> Answer {
+    let ticket = tickets::issue(&*state.context.engine, &user, tickets::TICKET_TTL).await?;
+    Ok(HttpResponse::Ok().json(ticket))
 }
 
 #[derive(Deserialize)]
@@ -98,13 +121,19 @@ async fn create(
     User(user): User,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Answer {
-    let body = body.map_err(|e| ApiError::new(crate::protocol::ErrorCode::TooLarge, e))?;
+    let body = body.map_err(|e| {
+        ApiError::logged(
+            crate::protocol::ErrorCode::TooLarge,
+            "The request body is too large.",
+            e,
+        )
+    })?;
     // The body is optional, but when present it must be valid.
     let title = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         serde_json::from_slice::<CreateBody>(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+            .map_err(|e| ApiError::bad_request(crate::protocol::describe_json_error(&e)))?
             .title
     };
     let detail = state.chat.create(user, title).await?;

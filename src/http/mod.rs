@@ -4,26 +4,36 @@
 
 pub mod admin;
 pub mod api;
+pub mod headers;
+pub mod limits;
+pub mod peer;
 pub mod ws;
 
-use std::future::{Ready, ready};
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::future::LocalBoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::actors::NodeContext;
 use crate::actors::chat::Chat;
 use crate::actors::supervisor::NodeActors;
-use crate::auth::Auth;
+use crate::auth::{Auth, Verified};
 use crate::protocol::{ApiError, ErrorCode, UserId};
 
 /// What every request handler shares.
 pub struct AppState {
     pub auth: Auth,
-    pub admin_token: String,
+    pub admin_token: admin::AdminToken,
+    /// Whose `X-Forwarded-*` headers are believed (`TRUSTED_PROXIES`): for
+    /// the client's IP (`peer::client_ip`) and the request's origin.
+    pub trusted_proxies: peer::TrustedProxies,
+    /// Origins besides the node's own that may open a WebSocket.
+    pub allowed_origins: peer::AllowedOrigins,
+    /// Guest identities per IP and requests per user.
+    pub limits: Arc<limits::RequestLimits>,
     pub chat: Chat,
     pub actors: NodeActors,
     pub context: Arc<NodeContext>,
@@ -44,14 +54,21 @@ pub fn routes(config: &mut web::ServiceConfig, static_dir: Option<&std::path::Pa
             web::JsonConfig::default()
                 .limit(256 * 1024)
                 .error_handler(|error, _| {
-                    let code = match &error {
-                        actix_web::error::JsonPayloadError::Overflow { .. }
-                        | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
-                            ErrorCode::TooLarge
+                    use actix_web::error::JsonPayloadError;
+                    let error = match &error {
+                        JsonPayloadError::Overflow { .. }
+                        | JsonPayloadError::OverflowKnownLength { .. } => {
+                            ApiError::new(ErrorCode::TooLarge, "The request body is too large.")
                         }
-                        _ => ErrorCode::BadRequest,
+                        JsonPayloadError::ContentType => ApiError::bad_request(
+                            "The request body must be JSON (Content-Type: application/json).",
+                        ),
+                        JsonPayloadError::Deserialize(e) => {
+                            ApiError::bad_request(crate::protocol::describe_json_error(e))
+                        }
+                        _ => ApiError::bad_request("The request body could not be read."),
                     };
-                    HttpError(ApiError::new(code, error.to_string())).into()
+                    HttpError(error).into()
                 }),
         )
         .app_data(web::PathConfig::default().error_handler(|_, _| {
@@ -70,6 +87,10 @@ pub fn routes(config: &mut web::ServiceConfig, static_dir: Option<&std::path::Pa
                     .guard(
                         actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()),
                     )
+                    .wrap(
+                        actix_web::middleware::ErrorHandlers::new()
+                            .handler(StatusCode::BAD_REQUEST, static_path_refused),
+                    )
                     .service(
                         actix_files::Files::new("/", dir)
                             .index_file("index.html")
@@ -83,6 +104,19 @@ pub fn routes(config: &mut web::ServiceConfig, static_dir: Option<&std::path::Pa
             config.default_service(web::to(not_found));
         }
     }
+}
+
+/// actix-files answers a path it refuses to map (an encoded `/`, a `..`
+/// segment) with a 400 in its own words; to a client that is a path that
+/// names nothing: the contract's JSON 404.
+fn static_path_refused<B>(
+    response: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    let (request, _) = response.into_parts();
+    let answer = HttpError(ApiError::not_found("route")).error_response();
+    Ok(actix_web::middleware::ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(request, answer).map_into_right_body(),
+    ))
 }
 
 /// The contract's answer to an unknown route (or method).
@@ -112,8 +146,7 @@ impl ResponseError for HttpError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(json!({"error": {"code": self.0.code, "message": self.0.message}}))
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.0 }))
     }
 }
 
@@ -128,19 +161,42 @@ pub struct User(pub UserId);
 
 impl FromRequest for User {
     type Error = HttpError;
-    type Future = Ready<Result<User, HttpError>>;
+    type Future = LocalBoxFuture<'static, Result<User, HttpError>>;
 
     fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let state = request
-            .app_data::<web::Data<AppState>>()
-            .expect("AppState is registered");
-        let result = bearer(request)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing bearer token"))
-            .and_then(|token| state.auth.verify(token))
-            .map(User)
-            .map_err(HttpError);
-        ready(result)
+        let caller = authenticate(request);
+        Box::pin(async move { caller.await.map(|verified| User(verified.user_id)) })
     }
+}
+
+/// The caller with what its token says: what a renewal needs.
+pub struct Caller(pub Verified);
+
+impl FromRequest for Caller {
+    type Error = HttpError;
+    type Future = LocalBoxFuture<'static, Result<Caller, HttpError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let caller = authenticate(request);
+        Box::pin(async move { caller.await.map(Caller) })
+    }
+}
+
+/// Checks the request's bearer token. Boxed and owning what it needs: an
+/// identity provider's token may wait for its keys to be fetched.
+fn authenticate(request: &HttpRequest) -> LocalBoxFuture<'static, Result<Verified, HttpError>> {
+    let state = request
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered")
+        .clone();
+    let token = bearer(request).map(str::to_owned);
+    Box::pin(async move {
+        let token =
+            token.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing bearer token"))?;
+        let verified = state.auth.verify_token(&token).await?;
+        state.limits.api(&verified.user_id)?;
+        Ok(verified)
+    })
 }
 
 /// The bearer token of a request, if any.

@@ -65,12 +65,14 @@ impl Sender {
             match self.socket.next(deadline).await? {
                 ServerFrame::Ack { id: Some(got), .. } if got == id => acked = true,
                 ServerFrame::Error {
-                    id: Some(got),
+                    id: got,
                     code: ErrorCode::RateLimited,
                     ..
-                } if got == id => {
-                    // Not acted on: send it again (the same client_msg_id, so
-                    // it can never start a second turn).
+                } if got.is_none() || got.as_ref() == Some(&id) => {
+                    // Not acted on (a frame refused by the connection's rate
+                    // limit is not even read, so its answer has no id): send
+                    // it again, with the same client_msg_id, so that it can
+                    // never start a second turn.
                     self.socket.tally.rate_limited += 1;
                     let resume = Instant::now() + RATE_LIMIT_BACKOFF;
                     if resume >= deadline {
@@ -83,6 +85,7 @@ impl Sender {
                     id: Some(got),
                     code,
                     message,
+                    ..
                 } if got == id => {
                     self.socket.tally.turns_failed += 1;
                     self.socket

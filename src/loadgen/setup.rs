@@ -81,6 +81,7 @@ async fn subscribe(socket: &mut Socket, conversation: &ConversationDetail) -> an
                 id: Some(got),
                 code,
                 message,
+                ..
             }) if got == id => bail!("subscribe refused: {code:?}: {message}"),
             Ok(_) => {}
             Err(stop) => bail!("no answer to subscribe: {stop:?}"),

@@ -26,6 +26,12 @@ impl LocalCluster {
             .arg("up")
             .arg(&dir)
             .env("CHATSTREAM_BIN", env!("CARGO_BIN_EXE_chatstream"))
+            // Tests call quicker than people: their own limits are tested
+            // in tests/limits.rs.
+            .env("GUEST_TOKENS_PER_MINUTE", "1000000")
+            .env("API_REQUESTS_PER_SECOND", "1000000")
+            // One test user drives many replies at once to load the nodes.
+            .env("MAX_GENERATIONS_PER_USER", "1000")
             .envs(extra.iter().copied())
             .status()
             .expect("bash runs scripts/cluster.sh");

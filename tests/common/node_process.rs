@@ -50,6 +50,8 @@ impl NodeProcess {
             .env("DEMO_TOKEN_DELAY_MS", "15")
             .env("DEMO_REPLY_TOKENS", "60")
             .env("COALESCE_MS", "0")
+            .env("GUEST_TOKENS_PER_MINUTE", "1000000")
+            .env("API_REQUESTS_PER_SECOND", "1000000")
             .env("STATIC_DIR", self.data_dir.join("no-frontend"))
             .env("RUST_LOG", "warn,chatstream=info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -24,10 +24,35 @@ export interface ModelList {
 export class ApiError extends Error {
   constructor(
     readonly code: string,
+    /** The server's sentence for people; empty when it sent none. */
     message: string,
   ) {
     super(message);
   }
+}
+
+/** The contract's code for an HTTP status, for an answer without a JSON error body (a proxy's own page). */
+function codeForStatus(status: number): string {
+  const codes: Record<number, string> = {
+    400: 'bad_request',
+    401: 'unauthorized',
+    403: 'forbidden',
+    404: 'not_found',
+    409: 'conflict',
+    413: 'too_large',
+    429: 'rate_limited',
+    502: 'unavailable',
+    503: 'unavailable',
+    504: 'unavailable',
+  };
+  return codes[status] ?? (status >= 500 ? 'internal' : 'bad_request');
+}
+
+/** The error an HTTP answer stands for: `{"error": {"code", "message"}}`, or whatever else came. */
+export function errorOf(status: number, body: unknown): ApiError {
+  const error = (body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+  const code = typeof error?.code === 'string' && error.code !== '' ? error.code : codeForStatus(status);
+  return new ApiError(code, typeof error?.message === 'string' ? error.message : '');
 }
 
 async function call<T>(method: string, path: string, retry = true, signal?: AbortSignal): Promise<T> {
@@ -38,8 +63,7 @@ async function call<T>(method: string, path: string, retry = true, signal?: Abor
     return call<T>(method, path, false, signal);
   }
   if (!response.ok) {
-    const body = (await response.json().catch(() => null)) as { error?: { code?: string; message?: string } } | null;
-    throw new ApiError(body?.error?.code ?? `http_${response.status}`, body?.error?.message ?? response.statusText);
+    throw errorOf(response.status, await response.json().catch(() => null));
   }
   return (response.status === 204 ? undefined : await response.json()) as T;
 }

@@ -1,6 +1,7 @@
 import { memo, useState } from 'react';
 import type { Message } from '../protocol';
 import { copyText } from '../lib/clipboard';
+import { FAILED_REPLY_TEXT, failedReplyDetail } from '../lib/failures';
 import { CheckIcon, CopyIcon, RefreshIcon } from './icons';
 import { Markdown } from './Markdown';
 
@@ -9,11 +10,13 @@ interface Props {
   /** Shown while the server has not acknowledged the message yet. */
   sending?: boolean;
   onRegenerate?: () => void;
+  /** Offered on a reply that ended `failed`: asks its question again. */
+  onRetry?: (replyId: string) => void;
   /** Briefly marked: the search result the user opened. */
   highlighted?: boolean;
 }
 
-export const MessageItem = memo(function MessageItem({ message, sending = false, onRegenerate, highlighted = false }: Props) {
+export const MessageItem = memo(function MessageItem({ message, sending = false, onRegenerate, onRetry, highlighted = false }: Props) {
   const { role, content, status } = message;
   const streaming = status === 'streaming';
   return (
@@ -31,12 +34,12 @@ export const MessageItem = memo(function MessageItem({ message, sending = false,
       <div className="message-body">
         {content ? <Markdown text={content} /> : streaming && <TypingDots />}
         {status === 'cancelled' && <p className="badge">Stopped</p>}
-        {status === 'failed' && <p className="badge danger">Failed{message.error ? `: ${message.error}` : ''}</p>}
+        {status === 'failed' && <ReplyFailed error={message.error} onRetry={onRetry && (() => onRetry(message.id))} />}
         {sending && <p className="sending">Sending…</p>}
         {role === 'assistant' && !streaming && (
           <div className="message-actions">
-            <CopyButton text={content} />
-            {onRegenerate && (
+            {content && <CopyButton text={content} />}
+            {onRegenerate && status !== 'failed' && (
               <button type="button" className="icon-button" data-testid="regenerate" onClick={onRegenerate} title="Regenerate">
                 <RefreshIcon />
                 <span className="sr-only">Regenerate reply</span>
@@ -48,6 +51,24 @@ export const MessageItem = memo(function MessageItem({ message, sending = false,
     </article>
   );
 });
+
+/** A reply that could not be completed: said plainly, with the server's reason if it gave one. */
+function ReplyFailed({ error, onRetry }: { error?: string; onRetry?: () => void }) {
+  const detail = failedReplyDetail(error);
+  return (
+    <div className="reply-failed" data-testid="reply-failed">
+      <p>
+        {FAILED_REPLY_TEXT}
+        {detail && ` ${detail}`}
+      </p>
+      {onRetry && (
+        <button type="button" className="retry" data-testid="retry" onClick={onRetry}>
+          Retry
+        </button>
+      )}
+    </div>
+  );
+}
 
 function TypingDots() {
   return (

@@ -11,6 +11,8 @@ interface Props {
   pending: readonly PendingSend[];
   /** Offered on the last reply when it can be asked for again. */
   onRegenerate?: () => void;
+  /** Offered on replies that ended `failed`, to ask their question again. */
+  onRetry?: (replyId: string) => void;
   /** Bring this message into view and highlight it briefly (a search result was opened). */
   target?: MessageTarget | null;
 }
@@ -18,7 +20,7 @@ interface Props {
 /** How long an opened search result stays highlighted. */
 const HIGHLIGHT_MS = 2500;
 
-export function MessageList({ conversationKey, messages, pending, onRegenerate, target }: Props) {
+export function MessageList({ conversationKey, messages, pending, onRegenerate, onRetry, target }: Props) {
   const scroller = useRef<HTMLDivElement>(null);
   const last = messages.at(-1);
   // Anything that makes the list taller: a new message, pending or a longer last text.
@@ -35,6 +37,7 @@ export function MessageList({ conversationKey, messages, pending, onRegenerate, 
               key={m.id}
               message={m}
               onRegenerate={m === last ? onRegenerate : undefined}
+              onRetry={m.status === 'failed' ? onRetry : undefined}
               highlighted={m.id === highlighted}
             />
           ))}

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { banners, describeNotice, IDENTITY_REPLACED, RETRYING_TEXT } from './Notices';
 
-const notice = (id: string, code: string, message = 'server text: InvalidSignature') => ({ id, code, message });
+const notice = (id: string, code: string, message = '') => ({ id, code, message });
 
 describe('what notices say', () => {
   it('says nothing about a refused token: it is renewed without a word', () => {
@@ -16,23 +16,37 @@ describe('what notices say', () => {
     expect(text).not.toMatch(/expired|session|token|unauthorized/i);
   });
 
-  it('says a conversation that is gone no longer exists', () => {
-    expect(describeNotice(notice('1', 'not_found'))).toBe('This conversation no longer exists.');
+  it("shows the server's sentence for people", () => {
+    expect(describeNotice(notice('1', 'too_large', 'This conversation has reached its limit of 2,000 messages.'))).toBe(
+      'This conversation has reached its limit of 2,000 messages.',
+    );
+    expect(describeNotice(notice('1', 'rate_limited', 'too many frames, slow down'))).toBe('Too many frames, slow down.');
+  });
+
+  it('says a conversation that is gone no longer exists when the server gives no sentence', () => {
+    expect(describeNotice(notice('1', 'not_found', ''))).toBe('This conversation no longer exists.');
   });
 
   it('says an unavailable server is temporary, without blaming the session', () => {
-    expect(describeNotice(notice('1', 'unavailable'))).toMatch(/temporarily unavailable/);
+    expect(describeNotice(notice('1', 'unavailable', 'unavailable'))).toMatch(/temporarily unavailable/);
     expect(RETRYING_TEXT).toMatch(/temporarily unavailable.*Retrying/);
   });
 
-  it('never shows codes, server or library text', () => {
-    for (const code of ['bad_request', 'forbidden', 'not_found', 'too_large', 'rate_limited', 'conflict', 'unavailable', 'internal', 'network', 'delete_failed', 'something_new']) {
-      const text = describeNotice(notice('1', code))!;
-      expect(text).toBeTruthy();
-      expect(text).not.toContain('_');
-      expect(text).not.toContain('InvalidSignature');
-      expect(text).not.toContain('server text');
+  it('never shows a bare code or raw JSON: the sentence for the code instead', () => {
+    const codes = ['bad_request', 'forbidden', 'not_found', 'too_large', 'rate_limited', 'conflict', 'unavailable', 'internal', 'something_new'];
+    for (const code of codes) {
+      for (const message of ['', code, '{"error": {"code": "x"}}', '<html><body>502 Bad Gateway</body></html>']) {
+        const text = describeNotice(notice('1', code, message))!;
+        expect(text).toBeTruthy();
+        expect(text).not.toContain('_');
+        expect(text).not.toMatch(/[{<]/);
+      }
     }
+  });
+
+  it('says which action failed for notices of the page, with the reason when the server gave one', () => {
+    expect(describeNotice(notice('1', 'delete_failed', ''))).toBe('That conversation could not be deleted. Try again in a moment.');
+    expect(describeNotice(notice('1', 'delete_failed', 'The server is stopping.'))).toBe('That conversation could not be deleted. The server is stopping.');
   });
 });
 

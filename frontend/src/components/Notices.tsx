@@ -1,4 +1,5 @@
 import type { Notice } from '../protocol';
+import { describeError, humanSentence } from '../lib/failures';
 import { CloseIcon } from './icons';
 
 /**
@@ -7,33 +8,28 @@ import { CloseIcon } from './icons';
  */
 export const IDENTITY_REPLACED = 'identity-replaced';
 
-// What each code means to the person at the keyboard, in their words: no
-// error code and no server or library text is shown.
-const EXPLANATIONS: Record<string, string> = {
-  bad_request: 'The server could not accept that request.',
-  forbidden: 'That conversation cannot be opened here: it belongs to someone else, or to an earlier guest identity of this browser.',
-  not_found: 'This conversation no longer exists.',
-  too_large: 'That message is too long to send.',
-  rate_limited: 'You are going too fast. Wait a moment and try again.',
-  conflict: 'That could not be done right now: a reply may still be in progress or already finished.',
-  // A conversation being retried says so itself (`retrying`); this is for a send or another request.
-  unavailable: 'The server is temporarily unavailable. Try again in a moment.',
-  internal: 'Something went wrong on the server.',
-  network: 'The server could not be reached.',
-  delete_failed: 'That conversation could not be deleted just now. Try again in a moment.',
-};
-
 const IDENTITY_REPLACED_TEXT =
   'This browser now has a new guest identity, because the previous one could no longer be renewed. ' +
   'Your earlier conversations belonged to the previous guest identity and can no longer be opened from this browser.';
 
-/** The sentence a notice shows, or null for one that is not shown. */
+/** Notices the page raises itself: their sentence is the page's, with the server's explanation after it when there is one. */
+const PAGE_NOTICES: Record<string, { text: string; otherwise: string }> = {
+  delete_failed: { text: 'That conversation could not be deleted.', otherwise: 'Try again in a moment.' },
+};
+
+/**
+ * The sentence a notice shows, or null for one that is not shown. The
+ * server's message when it is a sentence for people, else the sentence for
+ * its code: never a bare code or raw JSON.
+ */
 export function describeNotice(notice: Pick<Notice, 'code' | 'message'>): string | null {
   if (notice.code === 'unauthorized') {
     // A refused token is renewed without a word; only a new identity is news.
     return notice.message === IDENTITY_REPLACED ? IDENTITY_REPLACED_TEXT : null;
   }
-  return EXPLANATIONS[notice.code] ?? 'Something went wrong.';
+  const page = PAGE_NOTICES[notice.code];
+  if (page) return `${page.text} ${humanSentence(notice.message) ?? page.otherwise}`;
+  return describeError(notice.code, notice.message);
 }
 
 /** One banner: notices saying the same thing are shown once. */
@@ -79,16 +75,12 @@ export function Notices({ notices, onDismiss, retrying = false }: Props) {
     <div className="notices">
       {retrying && (
         <div className="notice" role="status" data-testid="notice" data-code="unavailable">
-          <div className="notice-text">
-            <strong>{RETRYING_TEXT}</strong>
-          </div>
+          <p className="notice-text">{RETRYING_TEXT}</p>
         </div>
       )}
       {shown.map((banner) => (
-        <div key={banner.ids[0]} className="notice" role="alert" data-testid="notice" data-code={banner.code}>
-          <div className="notice-text">
-            <strong>{banner.text}</strong>
-          </div>
+        <div key={banner.ids[0]} className="notice" role="status" data-testid="notice" data-code={banner.code}>
+          <p className="notice-text">{banner.text}</p>
           <button
             type="button"
             className="icon-button"

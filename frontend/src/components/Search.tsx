@@ -1,6 +1,7 @@
 import { Fragment, useRef, type KeyboardEvent, type MouseEvent } from 'react';
 import { MAX_QUERY_CHARS, type SearchResult } from '../api/http';
 import type { SearchState } from '../hooks/useSearch';
+import { humanSentence } from '../lib/failures';
 import { routeHash } from '../lib/route';
 import { parseSnippet } from '../lib/snippet';
 import { titleOf } from './ConversationList';
@@ -87,7 +88,7 @@ export function SearchResults({ state, onOpen, currentMessage }: ResultsProps) {
   const results = state.status === 'done' || state.status === 'searching' ? state.results : null;
   let note: string | null = null;
   if (state.status === 'unavailable') note = UNAVAILABLE_TEXT;
-  else if (state.status === 'failed') note = 'Search failed. Try again in a moment.';
+  else if (state.status === 'failed') note = `Search failed. ${humanSentence(state.message) ?? 'Try again in a moment.'}`;
   else if (state.status === 'done' && state.results.length === 0) note = NO_MATCH_TEXT;
   else if (state.status === 'searching' && !results) note = 'Searching…';
 

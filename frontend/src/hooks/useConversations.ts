@@ -104,7 +104,8 @@ export function useConversations(listVersion: number, removed: readonly string[]
         // Already gone is what we wanted; anything else leaves it in place
         // (the refresh below shows it again).
         if (error instanceof ApiError && error.code === 'not_found') client.forget(id);
-        else client.notify('delete_failed', (error as Error).message);
+        // Only the server's own sentence is shown; a browser's network error text is not for people.
+        else client.notify('delete_failed', error instanceof ApiError ? error.message : '');
       }
       void refresh();
     },

@@ -14,7 +14,8 @@ export type SearchState =
   | { status: 'done'; query: string; results: readonly SearchResult[] }
   /** The node has no durable store (503 `unavailable`). */
   | { status: 'unavailable'; query: string }
-  | { status: 'failed'; query: string };
+  /** `message`: the server's sentence, if it gave one. */
+  | { status: 'failed'; query: string; message?: string };
 
 /**
  * Searches the user's messages as they type: debounced, each new query
@@ -45,7 +46,9 @@ export function useSearch() {
       (error: unknown) => {
         if (abort.signal.aborted) return null;
         const unavailable = error instanceof ApiError && error.code === 'unavailable';
-        setState({ status: unavailable ? 'unavailable' : 'failed', query: q });
+        // Only the server's own sentence is shown; a browser's network error text is not for people.
+        const message = error instanceof ApiError ? error.message : undefined;
+        setState(unavailable ? { status: 'unavailable', query: q } : { status: 'failed', query: q, message });
         // Ask again next time rather than keep the failure.
         if (asked.current?.query === q) asked.current = null;
         return null;

@@ -1,8 +1,9 @@
-// Markdown to safe HTML. Model output and user input are both untrusted, so
-// everything marked produces goes through DOMPurify before it reaches the DOM.
+// Markdown to safe HTML. Model output and user input are both untrusted: HTML
+// in them is shown as text, images become links, and everything marked
+// produces still goes through DOMPurify before it reaches the DOM.
 
 import DOMPurify from 'dompurify';
-import { Marked, type Tokens } from 'marked';
+import { Marked, type Renderer, type Tokens } from 'marked';
 import hljs from 'highlight.js/lib/core';
 import bash from 'highlight.js/lib/languages/bash';
 import css from 'highlight.js/lib/languages/css';
@@ -44,17 +45,67 @@ function renderCode({ text, lang }: Tokens.Code): string {
   );
 }
 
-const marked = new Marked({ gfm: true, breaks: true, renderer: { code: renderCode } });
-
-// Links open in a new tab, without giving that tab a handle on this one.
-DOMPurify.addHook('afterSanitizeAttributes', (node) => {
-  if (node.tagName === 'A') {
-    node.setAttribute('target', '_blank');
-    node.setAttribute('rel', 'noopener noreferrer');
+/**
+ * An image is never fetched: text from a model (or pasted by a user) could
+ * otherwise make every reader's browser request any address, telling its
+ * owner who read the reply and when, or show a convincing fake screenshot.
+ * A web image becomes a link to it, which fetches nothing until clicked; any
+ * other kind (`data:`, relative) keeps only its description.
+ */
+function renderImage(this: Renderer, { href, text, tokens }: Tokens.Image): string {
+  const description = tokens ? this.parser.parseInline(tokens, this.parser.textRenderer) : text;
+  if (/^https?:\/\//i.test(href.trim())) {
+    return `<a class="image-link" href="${escapeHtml(href.trim())}">${escapeHtml(description || href.trim())}</a>`;
   }
-});
+  return escapeHtml(description);
+}
+
+/**
+ * HTML in a message is shown as the text it is: a model explaining `<div>`
+ * means the tag, not an element, and no markup from a message reaches the
+ * page (nothing that loads a URL, no `style` attribute for the page's
+ * Content-Security-Policy to refuse).
+ */
+function renderHtml({ text, block }: Tokens.HTML | Tokens.Tag): string {
+  const shown = escapeHtml(text);
+  return block ? `<p>${shown.trimEnd().replace(/\n/g, '<br>')}</p>` : shown;
+}
+
+const marked = new Marked({ gfm: true, breaks: true, renderer: { code: renderCode, image: renderImage, html: renderHtml } });
+
+let hooked = false;
+
+/** DOMPurify with this module's hook, added on first use: importing the module needs no DOM (its unit tests run in Node). */
+function purifier(): typeof DOMPurify {
+  if (!hooked) {
+    // Links open in a new tab, without giving that tab a handle on this one.
+    DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+      if (node.tagName === 'A') {
+        node.setAttribute('target', '_blank');
+        node.setAttribute('rel', 'noopener noreferrer');
+      }
+    });
+    hooked = true;
+  }
+  return DOMPurify;
+}
+
+export const SANITIZE_CONFIG = {
+  // Plain HTML only: SVG and MathML bring their own ways to load URLs.
+  USE_PROFILES: { html: true },
+  ADD_ATTR: ['target'],
+  // The renderer above writes none of these; should markup ever get through,
+  // it still loads nothing, restyles nothing (the page's policy refuses
+  // inline styles anyway) and posts nowhere.
+  FORBID_TAGS: ['img', 'picture', 'source', 'video', 'audio', 'track', 'style', 'form', 'input'],
+  FORBID_ATTR: ['style', 'srcset', 'background', 'poster', 'ping'],
+};
+
+/** Markdown to HTML, before sanitizing (exported for tests). */
+export function markdownHtml(source: string): string {
+  return marked.parse(source, { async: false });
+}
 
 export function renderMarkdown(source: string): string {
-  const html = marked.parse(source, { async: false });
-  return DOMPurify.sanitize(html, { ADD_ATTR: ['target'] });
+  return purifier().sanitize(markdownHtml(source), SANITIZE_CONFIG);
 }

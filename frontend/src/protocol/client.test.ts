@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ChatClient, type SocketLike } from './client';
+import { ChatClient, type SocketLike, type TicketResult } from './client';
 import { BOT_MSG, CONV, exchange, message, snapshot, USER_MSG } from './testing';
 import type { ClientFrame, ServerFrame } from './types';
 
@@ -48,7 +48,7 @@ beforeEach(() => {
   sockets = [];
   dropToken = vi.fn<(token: string) => void>();
   client = new ChatClient({
-    url: (token) => `ws://test/ws/chat?token=${token}`,
+    url: (credential) => `ws://test/ws/chat?${'ticket' in credential ? `ticket=${credential.ticket}` : `token=${credential.token}`}`,
     getToken: async () => 'tok',
     dropToken,
     createSocket: (url) => {
@@ -286,5 +286,115 @@ describe('ChatClient', () => {
     expect(client.getState().unavailable).toEqual({});
     await vi.advanceTimersByTimeAsync(60_000);
     expect(socket.ofType('subscribe')).toHaveLength(1);
+  });
+});
+
+describe('ChatClient with WebSocket tickets', () => {
+  let tickets: TicketResult[];
+  let getTicket: ReturnType<typeof vi.fn<(token: string) => Promise<TicketResult>>>;
+  let tokens: string[];
+
+  beforeEach(() => {
+    client.stop();
+    tickets = [];
+    tokens = ['tok'];
+    getTicket = vi.fn(async () => tickets.shift() ?? { kind: 'failed' });
+    client = new ChatClient({
+      url: (credential) => `ws://test/ws/chat?${'ticket' in credential ? `ticket=${credential.ticket}` : `token=${credential.token}`}`,
+      getToken: async () => tokens[0]!,
+      getTicket,
+      dropToken: (token) => {
+        dropToken(token);
+        // The next getToken hands out a renewed token.
+        if (tokens[0] === token) tokens.shift();
+      },
+      createSocket: (url) => {
+        const socket = new FakeSocket(url);
+        sockets.push(socket);
+        return socket;
+      },
+      random: () => 0.5,
+    });
+  });
+
+  it('opens every socket with a fresh ticket, never with the token', async () => {
+    tickets.push({ kind: 'ticket', ticket: 't-1' }, { kind: 'ticket', ticket: 't-2' });
+    client.start();
+    let socket = await connect();
+    expect(socket.url).toBe('ws://test/ws/chat?ticket=t-1');
+    expect(getTicket).toHaveBeenLastCalledWith('tok');
+
+    socket.drop(1012);
+    socket = await connect();
+    expect(socket.url).toBe('ws://test/ws/chat?ticket=t-2');
+    expect(getTicket).toHaveBeenCalledTimes(2);
+    expect(sockets.every((s) => !s.url.includes('token'))).toBe(true);
+  });
+
+  it('falls back to the token on a node without the ticket route, and asks again next time', async () => {
+    tickets.push({ kind: 'unsupported' }, { kind: 'ticket', ticket: 't-1' });
+    client.start();
+    let socket = await connect();
+    expect(socket.url).toBe('ws://test/ws/chat?token=tok');
+    expect(client.getState().connection).toEqual({ status: 'connected', nodeId: 'n1' });
+
+    // After a rolling upgrade the next node may have the route.
+    socket.drop(1012);
+    socket = await connect('n2');
+    expect(socket.url).toBe('ws://test/ws/chat?ticket=t-1');
+  });
+
+  it('renews a token the ticket request refused, and reconnects with backoff', async () => {
+    tokens = ['old', 'renewed'];
+    tickets.push({ kind: 'refused' }, { kind: 'ticket', ticket: 't-1' });
+    client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sockets).toHaveLength(0);
+    expect(dropToken).toHaveBeenCalledExactlyOnceWith('old');
+    expect(client.getState().connection.status).toBe('reconnecting');
+
+    // With random 0.5 the first retry waits 375 ms.
+    await vi.advanceTimersByTimeAsync(374);
+    expect(sockets).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(getTicket).toHaveBeenLastCalledWith('renewed');
+    expect(sockets.map((s) => s.url)).toEqual(['ws://test/ws/chat?ticket=t-1']);
+  });
+
+  it('retries a failed ticket request with the same backoff as a failed connection', async () => {
+    tickets.push({ kind: 'failed' }, { kind: 'failed' }, { kind: 'ticket', ticket: 't-1' });
+    client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(client.getState().connection.status).toBe('reconnecting');
+    // 375 ms, then 750 ms (random 0.5): no socket, and no fallback to the token meanwhile.
+    await vi.advanceTimersByTimeAsync(375);
+    expect(getTicket).toHaveBeenCalledTimes(2);
+    await vi.advanceTimersByTimeAsync(749);
+    expect(getTicket).toHaveBeenCalledTimes(2);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(getTicket).toHaveBeenCalledTimes(3);
+    expect(sockets.map((s) => s.url)).toEqual(['ws://test/ws/chat?ticket=t-1']);
+    expect(dropToken).not.toHaveBeenCalled();
+  });
+
+  it('keeps the token when a socket opened with a ticket is refused: the next ticket request checks it', async () => {
+    tickets.push({ kind: 'ticket', ticket: 't-1' }, { kind: 'ticket', ticket: 't-2' });
+    client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    const refused = sockets[0]!;
+    refused.receive({ type: 'error', code: 'unauthorized', message: 'This ticket is not valid.' });
+    refused.drop(1008);
+    expect(dropToken).not.toHaveBeenCalled();
+    const socket = await connect();
+    expect(socket.url).toBe('ws://test/ws/chat?ticket=t-2');
+    expect(getTicket).toHaveBeenLastCalledWith('tok');
+  });
+
+  it('drops the token when a socket opened with the token itself is refused', async () => {
+    tickets.push({ kind: 'unsupported' });
+    client.start();
+    await vi.advanceTimersByTimeAsync(0);
+    sockets[0]!.drop(1008);
+    expect(dropToken).toHaveBeenCalledExactlyOnceWith('tok');
   });
 });

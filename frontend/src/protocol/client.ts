@@ -78,10 +78,28 @@ export interface SocketLike {
   onclose: ((event: CloseEvent) => void) | null;
 }
 
+/** What the socket is opened with: a single-use ticket, or the token itself. */
+export type SocketCredential = { ticket: string } | { token: string };
+
+/** The answer to a ticket request (`POST /api/ws-ticket`). */
+export type TicketResult =
+  | { kind: 'ticket'; ticket: string }
+  /** The node has no ticket route (404: older than contract 1.1): open the socket with the token. */
+  | { kind: 'unsupported' }
+  /** The token was refused (401). */
+  | { kind: 'refused' }
+  /** Anything else (network, 429, 5xx): try again with backoff. */
+  | { kind: 'failed' };
+
 export interface ClientOptions {
-  /** The socket address for a token. */
-  url(token: string): string;
+  /** The socket address for a credential. */
+  url(credential: SocketCredential): string;
   getToken(): Promise<string>;
+  /**
+   * A fresh ticket for `token`, asked for before every (re)connection so that
+   * the token stays out of the socket's URL. Absent: the token is used.
+   */
+  getTicket?(token: string): Promise<TicketResult>;
   /** The server refused this token: forget it so the next `getToken` renews it. */
   dropToken(token: string): void;
   createSocket(url: string): SocketLike;
@@ -120,8 +138,10 @@ export class ChatClient {
   /** True between `welcome` and the socket's end: frames may be sent. */
   private ready = false;
   private attempt = 0;
-  /** The token the current socket was opened with. */
+  /** The token the current socket was opened with, or its ticket was asked for. */
   private token = '';
+  /** Whether the current socket was opened with `token` itself rather than a ticket. */
+  private openedWithToken = false;
   private heartbeatMs = 25_000;
   private lastHeard = 0;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
@@ -242,13 +262,25 @@ export class ChatClient {
     this.reconnectTimer = undefined;
     if (this.stopped) return;
     if (this.options.isOnline && !this.options.isOnline()) return this.scheduleReconnect();
+    let token: string;
     try {
-      this.token = await this.options.getToken();
+      token = await this.options.getToken();
     } catch {
       return this.scheduleReconnect();
     }
     if (this.stopped || this.socket) return;
-    const socket = this.options.createSocket(this.options.url(this.token));
+    let credential: SocketCredential = { token };
+    if (this.options.getTicket) {
+      // A ticket is single-use and short-lived: a new one for every attempt.
+      const answer = await this.options.getTicket(token);
+      if (answer.kind === 'refused') this.options.dropToken(token);
+      if (answer.kind === 'refused' || answer.kind === 'failed') return this.scheduleReconnect();
+      if (answer.kind === 'ticket') credential = { ticket: answer.ticket };
+      if (this.stopped || this.socket) return;
+    }
+    this.token = token;
+    this.openedWithToken = 'token' in credential;
+    const socket = this.options.createSocket(this.options.url(credential));
     this.socket = socket;
     socket.onmessage = (event) => {
       if (this.socket !== socket || typeof event.data !== 'string') return;
@@ -264,9 +296,18 @@ export class ChatClient {
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.dropSocket();
-      if (event.code === CLOSE_BAD_TOKEN) this.options.dropToken(this.token);
+      if (event.code === CLOSE_BAD_TOKEN) this.refusedCredential();
       this.scheduleReconnect();
     };
+  }
+
+  /**
+   * The server refused what the socket was opened with. A refused token is
+   * renewed; a refused ticket says nothing about the token, which the next
+   * ticket request checks (its 401 drops the token then).
+   */
+  private refusedCredential(): void {
+    if (this.openedWithToken) this.options.dropToken(this.token);
   }
 
   /** Detach the current socket so none of its late callbacks act; returns it. */
@@ -418,7 +459,7 @@ export class ChatClient {
   }
 
   private onError(frame: ErrorFrame): void {
-    if (frame.code === 'unauthorized') this.options.dropToken(this.token);
+    if (frame.code === 'unauthorized') this.refusedCredential();
     const notice: Notice = { id: uuid(), code: frame.code, message: frame.message };
     const sent = frame.id ? this.outbox.get(frame.id) : undefined;
     if (sent) {

@@ -1,23 +1,23 @@
 //! One WebSocket connection: the user's identity, their subscriptions, the
-//! heartbeat and the rate limit, and the outgoing side of the socket.
+//! heartbeat, and the outgoing side of the socket.
 //!
-//! The socket's read loop (in `http/ws.rs`) casts every incoming text frame
-//! here; frames go out through the `Outbox`. Each subscription carries a token,
+//! The socket's read loop (in `http/ws.rs`) feeds incoming frames here
+//! through an `Inbox`, which applies the rate limit first; frames go out
+//! through the `Outbox`. Each subscription carries a token,
 //! and a delivered frame whose token is not the current one for its
 //! conversation is dropped: after `unsubscribed`, nothing of that
 //! subscription can slip out.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::inbox::ReadSlot;
 use super::outbox::{Outbox, OutboxError};
 use crate::actors::chat::Chat;
 use crate::actors::conversations::ConversationsMsg;
@@ -32,10 +32,11 @@ use crate::protocol::{
 const JOIN_ATTEMPTS: usize = 5;
 
 pub enum ConnectionMsg {
-    /// A text frame from the client.
-    Text(String),
+    /// A text frame from the client, holding its place in the read queue
+    /// until handled.
+    Text { text: String, slot: ReadSlot },
     /// A binary frame from the client (not part of the protocol).
-    Binary,
+    Binary { slot: ReadSlot },
     /// Any sign of life below the protocol (a WebSocket ping or pong).
     Activity,
     /// A frame of a followed conversation.
@@ -58,7 +59,8 @@ pub enum ConnectionMsg {
 pub struct ConnectionArgs {
     pub connection_id: Uuid,
     pub user_id: UserId,
-    pub outbox: Outbox,
+    /// Shared with the socket's read loop, which answers a flood itself.
+    pub outbox: Arc<Outbox>,
     pub chat: Chat,
     pub conversations: ActorRef<ConversationsMsg>,
 }
@@ -68,7 +70,7 @@ pub struct Connection;
 pub struct ConnectionState {
     connection_id: Uuid,
     user_id: UserId,
-    outbox: Outbox,
+    outbox: Arc<Outbox>,
     chat: Chat,
     conversations: ActorRef<ConversationsMsg>,
     context: Arc<NodeContext>,
@@ -76,7 +78,6 @@ pub struct ConnectionState {
     subscriptions: HashMap<Uuid, u64>,
     next_token: u64,
     last_seen: Instant,
-    limiter: DefaultDirectRateLimiter,
     heartbeat: Option<JoinHandle<()>>,
     closed: bool,
 }
@@ -93,9 +94,6 @@ impl Actor for Connection {
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let context = args.chat.context().clone();
         let settings = &context.settings;
-        let per_second = NonZeroU32::new(settings.frames_per_second.max(1)).expect("at least 1");
-        let burst = per_second.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
-        let limiter = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
         // Checked ten times per interval: silence closes within 2.1 intervals.
         let check_every = (settings.heartbeat() / 10).max(Duration::from_millis(10));
         let heartbeat = Some(myself.send_interval(check_every, || ConnectionMsg::HeartbeatCheck));
@@ -108,7 +106,6 @@ impl Actor for Connection {
             subscriptions: HashMap::new(),
             next_token: 0,
             last_seen: Instant::now(),
-            limiter,
             heartbeat,
             closed: false,
             context,
@@ -155,22 +152,15 @@ impl Actor for Connection {
             return Ok(());
         }
         match message {
-            ConnectionMsg::Text(text) => {
+            ConnectionMsg::Text { text, slot } => {
                 state.last_seen = Instant::now();
-                if state.limiter.check().is_err() {
-                    let id = ClientFrame::parse(&text).ok().and_then(|f| f.id);
-                    state.send_error(
-                        id,
-                        ApiError::new(ErrorCode::RateLimited, "too many frames, slow down"),
-                    );
-                } else {
-                    match ClientFrame::parse(&text) {
-                        Ok(frame) => state.request(&myself, frame).await,
-                        Err(e) => state.send_error(e.id, e.error),
-                    }
+                match ClientFrame::parse(&text) {
+                    Ok(frame) => state.request(&myself, frame).await,
+                    Err(e) => state.send_error(e.id, e.error),
                 }
+                drop(slot);
             }
-            ConnectionMsg::Binary => {
+            ConnectionMsg::Binary { slot: _ } => {
                 state.last_seen = Instant::now();
                 state.send_error(
                     None,
@@ -340,7 +330,7 @@ impl ConnectionState {
                     mode,
                     reply,
                 },
-                None,
+                Some(crate::actors::CALL_TIMEOUT),
             );
             match call.await {
                 Ok(CallResult::Success(Ok(first_frames))) => {

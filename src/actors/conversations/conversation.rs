@@ -81,6 +81,9 @@ pub enum ConversationMsg {
     /// The log store lost its data: recreate the conversation from this
     /// node's copy, then start every subscriber over in the new epoch.
     Rebuild,
+    /// The node's Registry was restarted: register with the new one, then
+    /// catch up on what the old one could not route.
+    Reregister(ActorRef<RegistryMsg>),
 }
 
 pub struct ConversationArgs {
@@ -141,11 +144,15 @@ impl Actor for Conversation {
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
         let conversation_id = state.conversation_id;
-        ractor::call!(state.registry, |reply| RegistryMsg::Register {
-            conversation_id,
-            actor: myself.clone(),
-            reply,
-        })??;
+        ractor::call_t!(
+            state.registry,
+            |reply| RegistryMsg::Register {
+                conversation_id,
+                actor: myself.clone(),
+                reply,
+            },
+            crate::actors::CALL_TIMEOUT.as_millis() as u64
+        )??;
         // Registered first, read second: anything appended from here on is
         // either in this read or arrives live.
         let snapshot = match state.context.engine.snapshot(conversation_id).await {
@@ -209,6 +216,20 @@ impl Actor for Conversation {
             }
             ConversationMsg::Live { epoch, entry } => state.live(epoch, entry).await,
             ConversationMsg::CatchUp => state.catch_up().await,
+            ConversationMsg::Reregister(registry) => {
+                state.registry = registry;
+                let conversation_id = state.conversation_id;
+                ractor::call_t!(
+                    state.registry,
+                    |reply| RegistryMsg::Register {
+                        conversation_id,
+                        actor: myself.clone(),
+                        reply,
+                    },
+                    crate::actors::CALL_TIMEOUT.as_millis() as u64
+                )??;
+                state.catch_up().await;
+            }
             ConversationMsg::Rebuild => {
                 if !state.rebuild().await {
                     // The store is still unreachable: try again shortly.
@@ -305,7 +326,7 @@ impl ConversationState {
                     );
                 }
                 (None, frame_id) => {
-                    first_frames = self.snapshot_frames(frame_id.flatten()).await?;
+                    first_frames = self.snapshot_frames(frame_id.flatten());
                 }
             }
             self.subscribers
@@ -317,54 +338,12 @@ impl ConversationState {
         ))
     }
 
-    /// `subscribed` (not recovered) and a snapshot, then the events after
-    /// it: what brings a new subscriber to `head`.
-    async fn snapshot_frames(&mut self, frame_id: Option<String>) -> Result<Vec<Frame>, ApiError> {
-        let engine = self.context.engine.clone();
-        let snapshot = engine
-            .snapshot(self.conversation_id)
-            .await
-            .map_err(|e| e.into_api("conversation"))?;
-        if *snapshot.epoch != *self.epoch {
-            return Err(ApiError::unavailable(
-                "the conversation's log is being rebuilt, retry",
-            ));
-        }
-        if snapshot.seq > self.head {
-            let history = engine
-                .read(self.conversation_id, self.head)
-                .await
-                .map_err(|e| e.into_api("conversation"))?;
-            match history.entries {
-                Some(entries) if *history.epoch == *self.epoch => self.advance(&entries),
-                _ => {
-                    return Err(ApiError::unavailable(
-                        "the conversation's log moved on, retry",
-                    ));
-                }
-            }
-        }
-        let mut frames = self
-            .start_over(frame_id, snapshot.seq, snapshot.messages)
-            .to_vec();
-        if self.head > snapshot.seq {
-            let history = engine
-                .read(self.conversation_id, snapshot.seq)
-                .await
-                .map_err(|e| e.into_api("conversation"))?;
-            let Some(entries) = history.entries else {
-                return Err(ApiError::unavailable(
-                    "the conversation's log moved on, retry",
-                ));
-            };
-            frames.extend(
-                entries
-                    .iter()
-                    .filter(|e| e.seq <= self.head)
-                    .map(|e| self.frame_of(e)),
-            );
-        }
-        Ok(frames)
+    /// `subscribed` (not recovered) and a snapshot at `head`, from this
+    /// actor's copy: the join's read has just brought it to the log's head,
+    /// so the whole conversation is not read again for each subscriber.
+    fn snapshot_frames(&self, frame_id: Option<String>) -> Vec<Frame> {
+        self.start_over(frame_id, self.head, self.transcript.messages().to_vec())
+            .to_vec()
     }
 
     /// Recreates the conversation from this node's copy (a no-op if another

@@ -36,6 +36,8 @@ pub enum ConversationsMsg {
         conversation_id: Uuid,
         actor: ActorId,
     },
+    /// The node's Registry was restarted.
+    Registry(ActorRef<RegistryMsg>),
 }
 
 pub struct Conversations;
@@ -96,6 +98,12 @@ impl Actor for Conversations {
                     mode,
                     reply,
                 });
+            }
+            ConversationsMsg::Registry(registry) => {
+                for actor in state.running.values() {
+                    let _ = actor.cast(ConversationMsg::Reregister(registry.clone()));
+                }
+                state.registry = registry;
             }
             ConversationsMsg::Leave {
                 conversation_id,

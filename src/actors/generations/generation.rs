@@ -22,6 +22,7 @@ use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
+use super::failure::{FailureKind, failed};
 use super::{GenerationSpec, record_cancel};
 use crate::actors::NodeContext;
 use crate::engine::{EngineError, LEASE_TTL, Snapshot, TextAppend};
@@ -218,15 +219,12 @@ impl Actor for Generation {
                     // attempt, which continues from the published text.
                     return Err(Box::new(error));
                 }
-                let reason = if error.retryable {
-                    format!("{error} (this model cannot continue an interrupted reply)")
+                let kind = if error.retryable {
+                    FailureKind::CannotContinue
                 } else {
-                    error.message
+                    FailureKind::Refused
                 };
-                state.ending = Some(Event::Failed {
-                    message_id: state.spec.message_id,
-                    error: reason,
-                });
+                state.ending = Some(failed(state.spec.message_id, kind, &error));
                 state.flush(&myself).await;
             }
             GenerationMsg::Cancel(reply) => {
@@ -401,10 +399,7 @@ impl GenerationState {
     async fn reconcile(&mut self) -> bool {
         let engine = self.context.engine.clone();
         let (conversation_id, message_id) = (self.spec.conversation_id, self.spec.message_id);
-        let Ok(snapshot) = engine.snapshot(conversation_id).await else {
-            return false;
-        };
-        let Some(logged) = snapshot.messages.iter().find(|m| m.id == message_id) else {
+        let Ok(Some((_, logged))) = engine.message_at(conversation_id, message_id).await else {
             return false;
         };
         let published = self.published();

@@ -8,6 +8,7 @@
 //! A cancelled or finished Generation terminates instead of failing and is
 //! never restarted.
 
+pub mod failure;
 pub mod generation;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use super::NodeContext;
 use super::directory::ActorKind;
 use crate::engine::{Engine, EngineError};
 use crate::protocol::{ApiError, Event};
+use failure::{FailureKind, failed};
 use generation::{Generation, GenerationArgs, GenerationMsg};
 
 /// Which reply to generate, with which model.
@@ -124,16 +126,13 @@ impl Actor for Generations {
                     if let Err(ractor::MessagingErr::SendErr(GenerationMsg::Cancel(reply))) =
                         actor.cast(GenerationMsg::Cancel(reply))
                     {
-                        let engine = state.context.engine.as_ref();
-                        let _ =
-                            reply.send(record_cancel(engine, conversation_id, message_id).await);
+                        state.cancel_in_background(conversation_id, message_id, reply);
                     }
                 }
                 // Not running here (or between attempts).
                 None => {
                     state.replies.remove(&message_id);
-                    let engine = state.context.engine.as_ref();
-                    let _ = reply.send(record_cancel(engine, conversation_id, message_id).await);
+                    state.cancel_in_background(conversation_id, message_id, reply);
                 }
             },
             GenerationsMsg::Abort { message_id } => {
@@ -151,16 +150,22 @@ impl Actor for Generations {
             GenerationsMsg::Handoff(reply) => {
                 state.draining = true;
                 let mut running = Vec::new();
+                let mut releases = Vec::new();
                 for attempt in state.replies.values() {
                     match &attempt.actor {
                         Some(actor) => {
                             let _ = actor.cast(GenerationMsg::Handoff);
                             running.push(actor.get_cell());
                         }
-                        None => state.release(&attempt.spec).await,
+                        None => releases.push(state.release(&attempt.spec)),
                     }
                 }
-                let _ = reply.send(running);
+                // Answered once the waiting replies are released, so that
+                // another node adopts them before this one exits.
+                tokio::spawn(async move {
+                    futures_util::future::join_all(releases).await;
+                    let _ = reply.send(running);
+                });
             }
         }
         Ok(())
@@ -182,7 +187,7 @@ impl Actor for Generations {
             SupervisionEvent::ActorFailed(cell, error) => {
                 state.context.directory.remove(&cell);
                 if let Some(message_id) = state.message_of(&cell) {
-                    state.failed(&myself, message_id, error.to_string()).await;
+                    state.failed(&myself, message_id, error.to_string());
                 }
             }
             _ => {}
@@ -210,7 +215,8 @@ impl GenerationsState {
         if self.draining {
             let spec = attempt.spec.clone();
             self.replies.remove(&message_id);
-            self.release(&spec).await;
+            // The release runs on by itself; nothing here waits for it.
+            drop(self.release(&spec));
             return;
         }
         let args = GenerationArgs {
@@ -230,13 +236,13 @@ impl GenerationsState {
                     attempt.actor = Some(actor);
                 }
             }
-            Err(error) => self.failed(myself, message_id, error.to_string()).await,
+            Err(error) => self.failed(myself, message_id, error.to_string()),
         }
     }
 
     /// An attempt failed: restart after a backoff, or give up and record
     /// `failed` with the text kept.
-    async fn failed(&mut self, myself: &ActorRef<GenerationsMsg>, message_id: Uuid, error: String) {
+    fn failed(&mut self, myself: &ActorRef<GenerationsMsg>, message_id: Uuid, error: String) {
         let max_restarts = self.context.settings.generation_max_restarts;
         let Some(attempt) = self.replies.get_mut(&message_id) else {
             return;
@@ -252,26 +258,43 @@ impl GenerationsState {
         }
         let conversation_id = attempt.spec.conversation_id;
         self.replies.remove(&message_id);
-        tracing::error!(%message_id, %error, "generation failed for good");
-        let event = Event::Failed {
-            message_id,
-            error: format!("the reply could not be completed: {error}"),
-        };
-        if let Err(error) = self.context.engine.append(conversation_id, event).await {
-            tracing::error!(%message_id, %error, "could not record the failure");
-        }
+        let event = failed(message_id, FailureKind::GaveUp, &error);
+        let engine = self.context.engine.clone();
+        tokio::spawn(async move {
+            if let Err(error) = engine.append(conversation_id, event).await {
+                tracing::error!(%message_id, %error, "could not record the failure");
+            }
+        });
     }
 
-    /// Leaves a reply to the other nodes: one adopts it at once.
-    async fn release(&self, spec: &GenerationSpec) {
-        let context = &self.context;
-        if let Err(error) = context
-            .engine
-            .release_lease(spec.conversation_id, spec.message_id, &context.node_id)
-            .await
-        {
-            tracing::warn!(message_id = %spec.message_id, %error, "lease not released; it lapses instead");
-        }
+    /// Leaves a reply to the other nodes: one adopts it at once. In the
+    /// background, like every engine call of this supervisor, so that a
+    /// slow log store never holds up its other messages.
+    fn release(&self, spec: &GenerationSpec) -> tokio::task::JoinHandle<()> {
+        let context = self.context.clone();
+        let (conversation_id, message_id) = (spec.conversation_id, spec.message_id);
+        tokio::spawn(async move {
+            if let Err(error) = context
+                .engine
+                .release_lease(conversation_id, message_id, &context.node_id)
+                .await
+            {
+                tracing::warn!(%message_id, %error, "lease not released; it lapses instead");
+            }
+        })
+    }
+
+    /// Records a cancel for a reply no Generation here runs, answering `reply`.
+    fn cancel_in_background(
+        &self,
+        conversation_id: Uuid,
+        message_id: Uuid,
+        reply: RpcReplyPort<Result<(), ApiError>>,
+    ) {
+        let engine = self.context.engine.clone();
+        tokio::spawn(async move {
+            let _ = reply.send(record_cancel(engine.as_ref(), conversation_id, message_id).await);
+        });
     }
 }
 

@@ -43,6 +43,10 @@ impl SseDecoder {
         let mut line_start = 0;
         while let Some(offset) = self.buffer[search_from..].iter().position(|&b| b == b'\n') {
             let line_end = search_from + offset;
+            // The same limit whether the line came in one piece or many.
+            if line_end - line_start > MAX_LINE_BYTES {
+                return Err(SseError::LineTooLong);
+            }
             let mut line = &self.buffer[line_start..line_end];
             if let [rest @ .., b'\r'] = line {
                 line = rest;
@@ -88,6 +92,27 @@ fn apply_line(data: &mut Option<String>, line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_too_long_is_refused_however_it_arrives() {
+        let body = [
+            b"data: ".as_slice(),
+            &vec![b'a'; MAX_LINE_BYTES + 1000],
+            b"\n\n",
+        ]
+        .concat();
+        assert_eq!(
+            SseDecoder::new().feed(&body),
+            Err(SseError::LineTooLong),
+            "in one piece"
+        );
+        let mut decoder = SseDecoder::new();
+        let in_pieces = body
+            .chunks(4096)
+            .map(|piece| decoder.feed(piece))
+            .find(Result::is_err);
+        assert_eq!(in_pieces, Some(Err(SseError::LineTooLong)), "in pieces");
+    }
 
     fn decode_in_pieces(body: &[u8], piece: usize) -> Vec<String> {
         let mut decoder = SseDecoder::new();

@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { errorOf } from '../api/http';
+import { describeError, FAILED_REPLY_TEXT, failedReplyDetail, humanSentence, questionBefore } from './failures';
+
+describe('humanSentence', () => {
+  it('keeps a sentence, capitalized and ended', () => {
+    expect(humanSentence('The model did not answer in time.')).toBe('The model did not answer in time.');
+    expect(humanSentence('  the model   is busy ')).toBe('The model is busy.');
+  });
+
+  it('refuses codes, JSON, markup, addresses, empty and overlong text', () => {
+    const refused = [
+      undefined,
+      null,
+      '',
+      '   ',
+      'too_large',
+      'Forbidden',
+      '{"error":"x"}',
+      '[1, 2]',
+      '<html><h1>429 Too Many Requests</h1></html>',
+      'Upstream http://10.0.0.7:8000/v1 answered 400 Bad Request: nope.',
+      'word '.repeat(80),
+    ];
+    for (const text of refused) {
+      expect(humanSentence(text)).toBeNull();
+    }
+  });
+});
+
+describe('describeError', () => {
+  it("uses the server's sentence, else the code's", () => {
+    expect(describeError('too_large', 'Titles are at most 200 characters.')).toBe('Titles are at most 200 characters.');
+    expect(describeError('too_large', 'too_large')).toMatch(/more than the server accepts/);
+    expect(describeError('rate_limited', '')).toBe('You are going too fast. Wait a moment and try again.');
+    expect(describeError('what_is_this', '')).toBe('Something went wrong.');
+  });
+});
+
+describe('a failed reply', () => {
+  it("adds the server's reason to the notice, unless it only repeats it", () => {
+    expect(failedReplyDetail('The model is unavailable. Try again later.')).toBe('The model is unavailable. Try again later.');
+    expect(failedReplyDetail(undefined)).toBeNull();
+    expect(failedReplyDetail('upstream_error')).toBeNull();
+    expect(failedReplyDetail(FAILED_REPLY_TEXT)).toBeNull();
+  });
+
+  it('is retried with the question it answered', () => {
+    const messages = [
+      { id: 'u1', role: 'user' as const, content: 'first' },
+      { id: 'a1', role: 'assistant' as const, content: 'ok' },
+      { id: 'u2', role: 'user' as const, content: 'second' },
+      { id: 'a2', role: 'assistant' as const, content: '' },
+      { id: 'u3', role: 'user' as const, content: 'third' },
+      { id: 'a3', role: 'assistant' as const, content: '' },
+    ];
+    expect(questionBefore(messages, 'a2')?.content).toBe('second');
+    expect(questionBefore(messages, 'a3')?.content).toBe('third');
+    expect(questionBefore(messages, 'a1')?.content).toBe('first');
+    expect(questionBefore(messages, 'missing')).toBeNull();
+    expect(questionBefore(messages.slice(1), 'a1')).toBeNull();
+  });
+});
+
+describe('HTTP error bodies', () => {
+  it("reads the contract's body", () => {
+    const error = errorOf(413, { error: { code: 'too_large', message: 'That message is too long.' } });
+    expect([error.code, error.message]).toEqual(['too_large', 'That message is too long.']);
+  });
+
+  it("names the code from the status when the body is not the contract's (a proxy's page)", () => {
+    expect([errorOf(429, null).code, errorOf(429, null).message]).toEqual(['rate_limited', '']);
+    expect(errorOf(502, null).code).toBe('unavailable');
+    expect(errorOf(500, { error: 'boom' }).code).toBe('internal');
+    expect(errorOf(404, { error: { code: 'not_found' } }).message).toBe('');
+  });
+});

@@ -1,0 +1,66 @@
+// What a person reads when something fails. Servers of contract 1.1 write
+// `error.message`, `failed.error` and HTTP error bodies as short sentences for
+// people, so those are shown; a code, an empty message or something that is
+// plainly not a sentence (JSON, an HTML error page from a proxy) is replaced
+// by the sentence for its code.
+
+import type { Message } from '../protocol';
+
+/** The longest server sentence shown as it is; anything longer is not a short sentence. */
+const MAX_SENTENCE_CHARS = 300;
+
+/** The protocol's error codes, in words. */
+const CODE_SENTENCES: Record<string, string> = {
+  bad_request: 'The server could not accept that request.',
+  forbidden: 'That conversation cannot be opened here: it belongs to someone else, or to an earlier guest identity of this browser.',
+  not_found: 'This conversation no longer exists.',
+  too_large: 'That is more than the server accepts: the message is too long, or this conversation or your account is full.',
+  rate_limited: 'You are going too fast. Wait a moment and try again.',
+  conflict: 'That could not be done right now: a reply may still be in progress or already finished.',
+  unavailable: 'The server is temporarily unavailable. Try again in a moment.',
+  internal: 'Something went wrong on the server.',
+};
+
+const SOMETHING_WENT_WRONG = 'Something went wrong.';
+
+/** The code's sentence; an unknown code gets a general one. */
+export function sentenceForCode(code: string): string {
+  return CODE_SENTENCES[code] ?? SOMETHING_WENT_WRONG;
+}
+
+/**
+ * `text` as a sentence to show, or null when it is not one: empty, a bare
+ * code (`too_large`), JSON or markup, or too long to be a short sentence.
+ */
+export function humanSentence(text: string | null | undefined): string | null {
+  const trimmed = (text ?? '').trim().replace(/\s+/g, ' ');
+  if (trimmed === '' || trimmed.length > MAX_SENTENCE_CHARS) return null;
+  if (!/\s/.test(trimmed)) return null; // one word: a code or a status, not a sentence
+  if (/^[[{<]/.test(trimmed)) return null;
+  // An address in an error is an internal detail (an upstream's URL from a
+  // node older than contract 1.1), not something for the reader.
+  if (trimmed.includes('://')) return null;
+  const capitalized = trimmed[0]!.toUpperCase() + trimmed.slice(1);
+  return /[.!?…]$/.test(capitalized) ? capitalized : `${capitalized}.`;
+}
+
+/** What to show for an error with a protocol code and the server's message. */
+export function describeError(code: string, message: string | null | undefined): string {
+  return humanSentence(message) ?? sentenceForCode(code);
+}
+
+/** The first line of a reply that ended `failed`. */
+export const FAILED_REPLY_TEXT = 'This reply could not be completed.';
+
+/** The server's explanation of a failed reply, when it gives one worth showing. */
+export function failedReplyDetail(error: string | null | undefined): string | null {
+  const sentence = humanSentence(error);
+  return sentence === FAILED_REPLY_TEXT ? null : sentence;
+}
+
+/** The question a reply answered: the last user message before it. */
+export function questionBefore<T extends Pick<Message, 'id' | 'role'>>(messages: readonly T[], replyId: string): T | null {
+  const at = messages.findIndex((m) => m.id === replyId);
+  for (let i = at - 1; i >= 0; i--) if (messages[i]!.role === 'user') return messages[i]!;
+  return null;
+}
