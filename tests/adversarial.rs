@@ -1066,16 +1066,7 @@ async fn forged_tokens_are_refused_with_401_or_1008_and_a_plain_message() {
     let attacker = idp::key("rsa-2");
     let provider = idp::claims("auth0|victim");
     let guest = json!({"sub": victim_id, "iat": idp::now(), "exp": idp::now() + 600});
-    let hmac_with = |secret: &[u8], claims: &Value| {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-        header.kid = Some("rsa-1".into());
-        jsonwebtoken::encode(
-            &header,
-            claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret),
-        )
-        .unwrap()
-    };
+    let hmac_with = |secret: &[u8], claims: &Value| idp::hs256_as(secret, Some("rsa-1"), claims);
     let public_pem = idp::fixture("idp-rsa-1.pub.pem");
     let public_jwk = idp::fixture("jwk-rsa-1.json");
     let modulus = {
@@ -1091,7 +1082,7 @@ async fn forged_tokens_are_refused_with_401_or_1008_and_a_plain_message() {
     };
     let tampered_guest = {
         let parts: Vec<&str> = victim.split('.').collect();
-        let mut claims: Value = serde_json::from_slice(&b64url_decode(parts[1])).unwrap();
+        let mut claims: Value = serde_json::from_slice(&idp::b64url_decode(parts[1])).unwrap();
         claims["exp"] = json!(idp::now() + 10 * 365 * 86_400);
         format!(
             "{}.{}.{}",
@@ -1236,25 +1227,6 @@ async fn forged_tokens_are_refused_with_401_or_1008_and_a_plain_message() {
     assert_serving(&node.http, &base, &calm).await;
     reader.finish().await;
     node.stop().await;
-}
-
-/// base64url (padded or not) to bytes.
-fn b64url_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits = 0u32;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for byte in text.bytes().filter(|b| *b != b'=') {
-        let value = ALPHABET.iter().position(|a| *a == byte).expect("base64url") as u32;
-        bits = (bits << 6) | value;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    out
 }
 
 // ---- hostile HTTP ----

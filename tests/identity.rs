@@ -21,10 +21,14 @@ use chatstream::auth::tickets;
 use chatstream::config::Settings;
 use chatstream::node::Node;
 use chatstream::protocol::UserId;
+use common::idp::{
+    self, AUDIENCE, ISSUER, b64url, claims, fixture, jwks, jwks_file, now, raw_token, sign,
+    sign_as, with_provider,
+};
 use common::redis_server::RedisServer;
 use common::*;
 use futures_util::StreamExt;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -366,114 +370,10 @@ async fn an_expired_token_cannot_be_renewed() {
 
 // ---- an external identity provider ----
 
-const ISSUER: &str = "https://idp.example.test/";
-const AUDIENCE: &str = "chatstream-tests";
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// A JWKS document holding the fixture keys named (`rsa-1`, `rsa-2`, `ec-1`).
-fn jwks(kids: &[&str]) -> String {
-    let keys: Vec<Value> = kids
-        .iter()
-        .map(|kid| serde_json::from_slice(&fixture(&format!("jwk-{kid}.json"))).unwrap())
-        .collect();
-    json!({ "keys": keys }).to_string()
-}
-
-/// One of the provider's private keys, with its `kid` and algorithm.
-struct IdpKey {
-    kid: &'static str,
-    alg: Algorithm,
-    key: EncodingKey,
-}
-
-fn idp_key(kid: &'static str) -> IdpKey {
-    let der = fixture(&format!("idp-{kid}.der"));
-    match kid {
-        "ec-1" => IdpKey {
-            kid,
-            alg: Algorithm::ES256,
-            key: EncodingKey::from_ec_der(&der),
-        },
-        _ => IdpKey {
-            kid,
-            alg: Algorithm::RS256,
-            key: EncodingKey::from_rsa_der(&der),
-        },
-    }
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// What the provider would issue to `sub`: valid for ten minutes.
-fn claims(sub: &str) -> Value {
-    json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600})
-}
-
-/// `claims` signed by `key`, its header naming the key's `kid` and algorithm.
-fn sign(key: &IdpKey, claims: &Value) -> String {
-    sign_as(key, key.alg, Some(key.kid), claims)
-}
-
-fn sign_as(key: &IdpKey, alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &key.key).unwrap()
-}
-
-/// A token assembled by hand: for headers no signing library writes.
-fn raw_token(header: &Value, claims: &Value, signature: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes()),
-        b64url(signature)
-    )
-}
-
-/// base64url without padding (RFC 7515).
-fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-fn with_provider(settings: &mut Settings) {
-    settings.jwt_issuer = Some(ISSUER.into());
-    settings.jwt_audience = Some(AUDIENCE.into());
-}
-
-/// A JWKS file holding `kids`, in a directory of its own.
-fn jwks_file(kids: &[&str]) -> PathBuf {
-    let dir = fresh_data_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("jwks.json");
-    std::fs::write(&file, jwks(kids)).unwrap();
-    file
-}
-
 /// A node that accepts the provider's tokens, with its keys `kids` in a file.
 async fn provider_node(kids: &[&str], configure: impl FnOnce(&mut Settings)) -> TestNode {
-    let file = jwks_file(kids);
     TestNode::start(|s| {
-        with_provider(s);
-        s.jwt_jwks_file = Some(file);
+        idp::trust(s, kids);
         configure(s);
     })
     .await
@@ -569,8 +469,8 @@ async fn assert_token_accepted(node: &TestNode, token: &str, sub: &str, what: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_tokens_signed_with_rs256_and_es256_are_accepted() {
     let node = provider_node(&["rsa-1", "ec-1"], |_| {}).await;
-    let rsa = idp_key("rsa-1");
-    let ec = idp_key("ec-1");
+    let rsa = idp::key("rsa-1");
+    let ec = idp::key("ec-1");
     assert_token_accepted(
         &node,
         &sign(&rsa, &claims("auth0|alice")),
@@ -619,7 +519,7 @@ async fn provider_tokens_signed_with_rs256_and_es256_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exp_has_at_most_sixty_seconds_of_leeway() {
-    let rsa = idp_key("rsa-1");
+    let rsa = idp::key("rsa-1");
     let expired_since = |seconds: i64| {
         let mut claims = claims("dave");
         claims["exp"] = json!(now() - seconds);
@@ -642,9 +542,9 @@ async fn exp_has_at_most_sixty_seconds_of_leeway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_tokens_failing_any_check_are_refused() {
     let node = provider_node(&["rsa-1", "ec-1"], |s| s.jwt_leeway_secs = 30).await;
-    let rsa = idp_key("rsa-1");
-    let ec = idp_key("ec-1");
-    let other_rsa = idp_key("rsa-2");
+    let rsa = idp::key("rsa-1");
+    let ec = idp::key("ec-1");
+    let other_rsa = idp::key("rsa-2");
     let with = |change: &dyn Fn(&mut Value)| {
         let mut claims = claims("mallory");
         change(&mut claims);
@@ -663,11 +563,7 @@ async fn provider_tokens_failing_any_check_are_refused() {
     };
     let public_pem = fixture("idp-rsa-1.pub.pem");
     let public_jwk = fixture("jwk-rsa-1.json");
-    let hmac_with = |secret: &[u8]| {
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some("rsa-1".into());
-        jsonwebtoken::encode(&header, &good, &EncodingKey::from_secret(secret)).unwrap()
-    };
+    let hmac_with = |secret: &[u8]| idp::hs256_as(secret, Some("rsa-1"), &good);
     let cases: Vec<(&str, String)> = vec![
         (
             "wrong iss",
@@ -787,7 +683,7 @@ async fn provider_tokens_failing_any_check_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_an_identity_provider_refuses_its_tokens() {
     let node = TestNode::start(|_| {}).await;
-    let token = sign(&idp_key("rsa-1"), &claims("auth0|alice"));
+    let token = sign(&idp::key("rsa-1"), &claims("auth0|alice"));
     let message = assert_token_refused(&node, &token, "RS256 without JWKS").await;
     assert_eq!(message, "the token is not valid");
     node.stop().await;
@@ -1007,7 +903,7 @@ async fn keys_from_a_url_are_fetched_once_and_kept() {
     let idp = JwksServer::start(&["rsa-1", "ec-1"]).await;
     let node = url_node(idp.url()).await;
     for round in 0..5 {
-        for key in [idp_key("rsa-1"), idp_key("ec-1")] {
+        for key in [idp::key("rsa-1"), idp::key("ec-1")] {
             let sub = format!("user-{round}");
             assert_token_accepted(&node, &sign(&key, &claims(&sub)), &sub, key.kid).await;
         }
@@ -1015,7 +911,7 @@ async fn keys_from_a_url_are_fetched_once_and_kept() {
     assert_eq!(idp.fetches(), 1, "one fetch serves every token");
 
     // Made-up kids cost at most one more fetch, however many come.
-    let rsa = idp_key("rsa-1");
+    let rsa = idp::key("rsa-1");
     for n in 0..20 {
         let token = sign_as(
             &rsa,
@@ -1036,7 +932,7 @@ async fn keys_from_a_url_are_fetched_once_and_kept() {
 async fn an_unknown_kid_fetches_the_keys_again_after_a_rotation() {
     let idp = JwksServer::start(&["rsa-1"]).await;
     let node = url_node(idp.url()).await;
-    let (old, new) = (idp_key("rsa-1"), idp_key("rsa-2"));
+    let (old, new) = (idp::key("rsa-1"), idp::key("rsa-2"));
     assert_token_accepted(&node, &sign(&old, &claims("erin")), "erin", "before").await;
     assert_eq!(idp.fetches(), 1);
 
@@ -1070,7 +966,7 @@ async fn the_node_starts_while_the_identity_provider_is_down() {
         .unwrap()
         .port();
     let node = url_node(format!("http://127.0.0.1:{port}/.well-known/jwks.json")).await;
-    let token = sign(&idp_key("rsa-1"), &claims("grace"));
+    let token = sign(&idp::key("rsa-1"), &claims("grace"));
     let message = assert_token_refused(&node, &token, "the provider is down").await;
     assert_eq!(
         message,
@@ -1136,7 +1032,7 @@ async fn guests_switched_off_keep_their_tokens_but_no_new_ones_are_issued() {
     assert_eq!(renewed["user_id"], old_user.to_string());
 
     // The provider's users sign in as usual.
-    let token = sign(&idp_key("rsa-1"), &claims("heidi"));
+    let token = sign(&idp::key("rsa-1"), &claims("heidi"));
     assert_token_accepted(&node, &token, "heidi", "a provider token").await;
     node.stop().await;
 }
@@ -1147,7 +1043,7 @@ async fn a_provider_token_renews_into_a_node_token_ending_with_it() {
     let mut provider_claims = claims("ivan");
     let end = now() + 600;
     provider_claims["exp"] = json!(end);
-    let token = sign(&idp_key("ec-1"), &provider_claims);
+    let token = sign(&idp::key("ec-1"), &provider_claims);
 
     let (status, renewed) = refresh(&node, Some(&token)).await;
     assert_eq!(status, 200);

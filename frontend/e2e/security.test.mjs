@@ -126,11 +126,19 @@ describe('security', () => {
     const fallback = await startServer({ STATIC_DIR: empty });
     try {
       const { page, violations } = await watchedPage();
+      const sockets = [];
+      page.on('websocket', (socket) => sockets.push(socket.url()));
       await page.goto(fallback.url);
       // Its script connects, and its stylesheet applies (the sidebar grid).
       await page.waitForSelector('#conn[data-state=connected]', { timeout: 15_000 });
       assert.equal(await page.evaluate(() => getComputedStyle(document.body).display), 'grid');
       assert.deepEqual(await violations(), []);
+      // It too opens its socket with a ticket, never with the token.
+      assert.ok(sockets.length > 0, 'the page opened a socket');
+      for (const url of sockets) {
+        assert.match(url, /[?&]ticket=/);
+        assert.doesNotMatch(url, /[?&]token=/);
+      }
     } finally {
       await fallback.stop();
       await rm(empty, { recursive: true, force: true });

@@ -583,8 +583,8 @@ pub fn library_text_in(text: &str) -> Option<&'static str> {
 }
 
 /// Tokens of a stand-in identity provider whose keys are the fixtures in
-/// `tests/fixtures/` (`generate.sh` there made them), for the suites that
-/// need provider tokens besides tests/identity.rs.
+/// `tests/fixtures/` (`generate.sh` there made them), for every suite that
+/// needs provider tokens.
 pub mod idp {
     use std::path::{Path, PathBuf};
 
@@ -602,26 +602,36 @@ pub mod idp {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    /// A JWKS file holding the fixture keys `kids` (`rsa-1`, `rsa-2`,
-    /// `ec-1`), in a directory of its own.
-    pub fn jwks_file(kids: &[&str]) -> PathBuf {
+    /// A JWKS document holding the fixture keys `kids` (`rsa-1`, `rsa-2`,
+    /// `ec-1`).
+    pub fn jwks(kids: &[&str]) -> String {
         let keys: Vec<Value> = kids
             .iter()
             .map(|kid| serde_json::from_slice(&fixture(&format!("jwk-{kid}.json"))).unwrap())
             .collect();
+        json!({ "keys": keys }).to_string()
+    }
+
+    /// A JWKS file holding the fixture keys `kids`, in a directory of its own.
+    pub fn jwks_file(kids: &[&str]) -> PathBuf {
         let dir = std::env::temp_dir()
             .join("chatstream-tests")
             .join(uuid::Uuid::new_v4().simple().to_string());
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("jwks.json");
-        std::fs::write(&file, json!({ "keys": keys }).to_string()).unwrap();
+        std::fs::write(&file, jwks(kids)).unwrap();
         file
+    }
+
+    /// Settings naming the provider's issuer and audience, with no keys yet.
+    pub fn with_provider(settings: &mut Settings) {
+        settings.jwt_issuer = Some(ISSUER.into());
+        settings.jwt_audience = Some(AUDIENCE.into());
     }
 
     /// Settings that accept the provider's tokens signed with `kids`.
     pub fn trust(settings: &mut Settings, kids: &[&str]) {
-        settings.jwt_issuer = Some(ISSUER.into());
-        settings.jwt_audience = Some(AUDIENCE.into());
+        with_provider(settings);
         settings.jwt_jwks_file = Some(jwks_file(kids));
     }
 
@@ -670,12 +680,15 @@ pub mod idp {
 
     /// An HS256 token as a node issues to guests, signed with `secret`.
     pub fn hs256(secret: &[u8], claims: &Value) -> String {
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            claims,
-            &EncodingKey::from_secret(secret),
-        )
-        .unwrap()
+        hs256_as(secret, None, claims)
+    }
+
+    /// An HS256 token signed with `secret`, its header naming `kid`: for
+    /// HMAC keyed with what is public, such as the provider's public key.
+    pub fn hs256_as(secret: &[u8], kid: Option<&str>, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
     }
 
     /// A token assembled by hand: for headers no signing library writes.
@@ -688,10 +701,11 @@ pub mod idp {
         )
     }
 
+    /// The base64url alphabet (RFC 4648, section 5).
+    const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
     /// base64url without padding (RFC 7515).
     pub fn b64url(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
             let n = chunk
@@ -699,7 +713,25 @@ pub mod idp {
                 .enumerate()
                 .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
             for i in 0..=chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                out.push(B64URL[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    /// base64url (padded or not) to bytes.
+    pub fn b64url_decode(text: &str) -> Vec<u8> {
+        let mut bits = 0u32;
+        let mut count = 0;
+        let mut out = Vec::new();
+        for byte in text.bytes().filter(|b| *b != b'=') {
+            let value = B64URL.iter().position(|a| *a == byte).expect("base64url") as u32;
+            bits = (bits << 6) | value;
+            count += 6;
+            if count >= 8 {
+                count -= 8;
+                out.push((bits >> count) as u8);
+                bits &= (1 << count) - 1;
             }
         }
         out

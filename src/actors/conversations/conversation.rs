@@ -144,15 +144,7 @@ impl Actor for Conversation {
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
         let conversation_id = state.conversation_id;
-        ractor::call_t!(
-            state.registry,
-            |reply| RegistryMsg::Register {
-                conversation_id,
-                actor: myself.clone(),
-                reply,
-            },
-            crate::actors::CALL_TIMEOUT.as_millis() as u64
-        )??;
+        state.register(&myself).await?;
         // Registered first, read second: anything appended from here on is
         // either in this read or arrives live.
         let snapshot = match state.context.engine.snapshot(conversation_id).await {
@@ -218,16 +210,7 @@ impl Actor for Conversation {
             ConversationMsg::CatchUp => state.catch_up().await,
             ConversationMsg::Reregister(registry) => {
                 state.registry = registry;
-                let conversation_id = state.conversation_id;
-                ractor::call_t!(
-                    state.registry,
-                    |reply| RegistryMsg::Register {
-                        conversation_id,
-                        actor: myself.clone(),
-                        reply,
-                    },
-                    crate::actors::CALL_TIMEOUT.as_millis() as u64
-                )??;
+                state.register(&myself).await?;
                 state.catch_up().await;
             }
             ConversationMsg::Rebuild => {
@@ -258,6 +241,22 @@ impl Actor for Conversation {
 }
 
 impl ConversationState {
+    /// Has the Registry route this conversation's events here; answers once
+    /// the engine delivers them.
+    async fn register(&self, myself: &ActorRef<ConversationMsg>) -> Result<(), ActorProcessingErr> {
+        let conversation_id = self.conversation_id;
+        ractor::call_t!(
+            self.registry,
+            |reply| RegistryMsg::Register {
+                conversation_id,
+                actor: myself.clone(),
+                reply,
+            },
+            crate::actors::CALL_TIMEOUT.as_millis() as u64
+        )??;
+        Ok(())
+    }
+
     async fn join(
         &mut self,
         subscriber: Subscriber,
