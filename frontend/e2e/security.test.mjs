@@ -126,6 +126,7 @@ describe('security', () => {
     const fallback = await startServer({ STATIC_DIR: empty });
     try {
       const { page, violations } = await watchedPage();
+      /** @type {string[]} */
       const sockets = [];
       page.on('websocket', (socket) => sockets.push(socket.url()));
       await page.goto(fallback.url);
