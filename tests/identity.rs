@@ -32,7 +32,6 @@ use jsonwebtoken::Algorithm;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A data directory no other test uses.
@@ -393,30 +392,9 @@ enum Opened {
 }
 
 async fn open(url: &str) -> Opened {
-    let (mut socket, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("upgrades in time")
-        .expect("the upgrade happens");
-    let mut frames = Vec::new();
-    loop {
-        match tokio::time::timeout(DEADLINE, socket.next())
-            .await
-            .expect("a frame or a close in time")
-        {
-            Some(Ok(WsMessage::Text(text))) => {
-                let frame: Value = serde_json::from_str(&text).unwrap();
-                if frame["type"] == "welcome" {
-                    let _ = socket.close(None).await;
-                    return Opened::As(frame["user_id"].as_str().unwrap().to_owned());
-                }
-                frames.push(frame);
-            }
-            Some(Ok(WsMessage::Close(close))) => {
-                return Opened::Refused(frames, close.map(|c| u16::from(c.code)));
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return Opened::Refused(frames, None),
-        }
+    match Client::open_or_refused(url).await {
+        Opening::Welcomed(welcome) => Opened::As(welcome["user_id"].as_str().unwrap().to_owned()),
+        Opening::Refused(frames, code) => Opened::Refused(frames, code),
     }
 }
 

@@ -511,32 +511,9 @@ async fn ws_perform(
 /// Opens a socket that should be refused: its frames and close code, or
 /// the `welcome` if it opened after all.
 async fn refusal(url: &str) -> (Vec<Value>, Option<u16>, Option<Value>) {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message as WsMessage;
-    let (mut socket, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("upgrades in time")
-        .expect("the upgrade happens");
-    let mut frames = Vec::new();
-    loop {
-        match tokio::time::timeout(DEADLINE, socket.next())
-            .await
-            .expect("a frame or a close in time")
-        {
-            Some(Ok(WsMessage::Text(text))) => {
-                let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
-                if frame["type"] == "welcome" {
-                    let _ = futures_util::SinkExt::close(&mut socket).await;
-                    return (frames, None, Some(frame));
-                }
-                frames.push(frame);
-            }
-            Some(Ok(WsMessage::Close(close))) => {
-                return (frames, close.map(|c| u16::from(c.code)), None);
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return (frames, None, None),
-        }
+    match Client::open_or_refused(url).await {
+        Opening::Welcomed(welcome) => (Vec::new(), None, Some(welcome)),
+        Opening::Refused(frames, code) => (frames, code, None),
     }
 }
 

@@ -220,6 +220,15 @@ impl Guest {
 }
 
 /// How a socket ended.
+/// How an attempt to open a socket ended.
+#[derive(Debug)]
+pub enum Opening {
+    /// The `welcome` frame.
+    Welcomed(Value),
+    /// Closed before any `welcome`: the frames sent and the close code.
+    Refused(Vec<Value>, Option<u16>),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Closed {
     pub code: Option<u16>,
@@ -259,6 +268,36 @@ impl Client {
             return Err(format!("first frame is not welcome: {}", client.welcome));
         }
         Ok(client)
+    }
+
+    /// Opens a socket and reads until it is welcomed (then closes it) or
+    /// closed: for tests of who may open one.
+    pub async fn open_or_refused(url: &str) -> Opening {
+        let (mut socket, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("upgrades in time")
+            .expect("the upgrade happens");
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout(DEADLINE, socket.next())
+                .await
+                .expect("a frame or a close in time")
+            {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+                    if frame["type"] == "welcome" {
+                        let _ = socket.close(None).await;
+                        return Opening::Welcomed(frame);
+                    }
+                    frames.push(frame);
+                }
+                Some(Ok(WsMessage::Close(close))) => {
+                    return Opening::Refused(frames, close.map(|c| u16::from(c.code)));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Opening::Refused(frames, None),
+            }
+        }
     }
 
     /// Connects and returns the frames and close code a refused socket gives.
