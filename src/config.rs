@@ -21,6 +21,26 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Seed nodes of a Redis Cluster (comma-separated `redis://host:port`
+    /// or `rediss://…`), in place of `REDIS_URL`: each conversation lives in
+    /// one hash slot and its events travel through that slot's shard.
+    #[arg(long, env = "REDIS_CLUSTER_NODES", value_delimiter = ',', hide_env_values = true)]
+    pub redis_cluster_nodes: Vec<String>,
+
+    /// PEM file of the certificate authority that signed Redis's TLS
+    /// certificate (`rediss://`), when it is not one the system trusts.
+    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<std::path::PathBuf>,
+
+    /// PEM files of this node's client certificate and key, for a Redis
+    /// that asks clients for one (`tls-auth-clients yes`).
+    #[arg(long, env = "REDIS_TLS_CERT_FILE", requires = "redis_tls_key_file")]
+    pub redis_tls_cert_file: Option<std::path::PathBuf>,
+
+    /// The key of `REDIS_TLS_CERT_FILE`.
+    #[arg(long, env = "REDIS_TLS_KEY_FILE", requires = "redis_tls_cert_file")]
+    pub redis_tls_key_file: Option<std::path::PathBuf>,
+
     /// The durable store of conversations: `postgres://…` or `sqlite://PATH`.
     /// Unset, a node without `REDIS_URL` keeps history in SQLite at
     /// `DATA_DIR/chatstream.db`; a node with `REDIS_URL` runs without one.
