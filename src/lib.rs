@@ -16,6 +16,9 @@
 //! - [`node`]: assembles and runs one node; [`config`] its settings;
 //!   [`secrets`] its `AUTH_SECRET` and `ADMIN_TOKEN`, checked or generated.
 //! - [`loadgen`]: `chatstream load`, a load generator for a running node.
+//! - [`telemetry`]: the logger (`LOG_FORMAT`) and the spans naming the node,
+//!   connection, conversation or reply of a log line; [`healthcheck`]:
+//!   `chatstream healthcheck`, a node's probe for container images.
 //!
 //! Imports point down that list's reverse: `http` → `actors` → `engine`,
 //! `providers` → `protocol`.
@@ -25,6 +28,7 @@ pub mod ai_worker;
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod healthcheck;
 pub mod http;
 pub mod loadgen;
 pub mod node;
@@ -32,4 +36,5 @@ pub mod protocol;
 pub mod providers;
 pub mod secrets;
 pub mod store;
+pub mod telemetry;
 pub mod transcript;

@@ -37,10 +37,7 @@ impl Secrets {
         // leaves no file behind.
         check("AUTH_SECRET", settings.auth_secret.as_deref())?;
         check("ADMIN_TOKEN", settings.admin_token.as_deref())?;
-        let kept_in = settings
-            .redis_url
-            .is_none()
-            .then_some(settings.data_dir.as_path());
+        let kept_in = (!settings.uses_redis()).then_some(settings.data_dir.as_path());
         let auth_secret = match &settings.auth_secret {
             Some(secret) => secret.clone(),
             None => match kept_in {

@@ -7,6 +7,7 @@ pub mod api;
 pub mod headers;
 pub mod limits;
 pub mod peer;
+pub mod request_span;
 pub mod ws;
 
 use std::sync::Arc;
@@ -47,8 +48,20 @@ pub struct AppState {
 /// that the binary alone is a working chat.
 const FALLBACK_HTML: &str = include_str!("fallback.html");
 
-/// Every route, with the built frontend served from `static_dir` when given.
+/// Every route, with the built frontend served from `static_dir` when given,
+/// each request in its own span (`request_span`). The routes sit in one
+/// scope because a `ServiceConfig` cannot wrap a middleware around what it
+/// configures; the scope's empty prefix matches every path.
 pub fn routes(config: &mut web::ServiceConfig, static_dir: Option<&std::path::Path>) {
+    let static_dir = static_dir.map(std::path::Path::to_path_buf);
+    config.service(
+        web::scope("")
+            .wrap(tracing_actix_web::TracingLogger::<request_span::RequestSpan>::new())
+            .configure(|config| app_routes(config, static_dir.as_deref())),
+    );
+}
+
+fn app_routes(config: &mut web::ServiceConfig, static_dir: Option<&std::path::Path>) {
     config
         .app_data(
             web::JsonConfig::default()

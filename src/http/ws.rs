@@ -68,6 +68,9 @@ pub async fn chat_socket(
         }
     };
     let connection_id = Uuid::new_v4();
+    // The upgrade's request span (`request_span`) then names the connection
+    // whose actor logs under the same id.
+    tracing::Span::current().record("connection_id", tracing::field::display(connection_id));
     let args = ConnectionArgs {
         connection_id,
         user_id,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::inbox::ReadSlot;
@@ -80,6 +81,8 @@ pub struct ConnectionState {
     last_seen: Instant,
     heartbeat: Option<JoinHandle<()>>,
     closed: bool,
+    /// What the actor's log lines are about: this connection, of this node.
+    span: tracing::Span,
 }
 
 impl Actor for Connection {
@@ -108,8 +111,12 @@ impl Actor for Connection {
             last_seen: Instant::now(),
             heartbeat,
             closed: false,
+            span: crate::telemetry::connection_span(&context.node_id, args.connection_id),
             context,
         };
+        state
+            .span
+            .in_scope(|| tracing::debug!(user_id = %state.user_id, "connection opened"));
         state.send(&ServerFrame::Welcome {
             node_id: state.context.node_id.clone(),
             connection_id: state.connection_id,
@@ -139,6 +146,7 @@ impl Actor for Connection {
             .outbox
             .close(close_code::GOING_AWAY, "connection closed");
         metrics::gauge!("chatstream_connections").decrement(1);
+        state.span.in_scope(|| tracing::debug!("connection closed"));
         Ok(())
     }
 
@@ -148,64 +156,79 @@ impl Actor for Connection {
         message: ConnectionMsg,
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
-        if state.closed {
+        // A delivered frame is the fan-out's hot path and logs nothing: it
+        // is spared the span's bookkeeping.
+        if matches!(message, ConnectionMsg::Deliver { .. }) {
+            return state.handle(&myself, message).await;
+        }
+        let span = state.span.clone();
+        state.handle(&myself, message).instrument(span).await
+    }
+}
+
+impl ConnectionState {
+    /// The actor's `handle`, here so that it can run inside the span.
+    async fn handle(
+        &mut self,
+        myself: &ActorRef<ConnectionMsg>,
+        message: ConnectionMsg,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.closed {
             return Ok(());
         }
         match message {
             ConnectionMsg::Text { text, slot } => {
-                state.last_seen = Instant::now();
+                self.last_seen = Instant::now();
                 match ClientFrame::parse(&text) {
-                    Ok(frame) => state.request(&myself, frame).await,
-                    Err(e) => state.send_error(e.id, e.error),
+                    Ok(frame) => self.request(myself, frame).await,
+                    Err(e) => self.send_error(e.id, e.error),
                 }
                 drop(slot);
             }
             ConnectionMsg::Binary { slot: _ } => {
-                state.last_seen = Instant::now();
-                state.send_error(
+                self.last_seen = Instant::now();
+                self.send_error(
                     None,
                     ApiError::bad_request("binary frames are not supported"),
                 );
             }
-            ConnectionMsg::Activity => state.last_seen = Instant::now(),
+            ConnectionMsg::Activity => self.last_seen = Instant::now(),
             ConnectionMsg::Deliver {
                 conversation_id,
                 token,
                 frame,
             } => {
-                if state.subscriptions.get(&conversation_id) == Some(&token) {
-                    state.push(frame);
+                if self.subscriptions.get(&conversation_id) == Some(&token) {
+                    self.push(frame);
                 }
             }
             ConnectionMsg::Unsubscribed {
                 conversation_id,
                 token,
             } => {
-                if state.subscriptions.get(&conversation_id) == Some(&token) {
-                    state.subscriptions.remove(&conversation_id);
-                    state.send(&ServerFrame::Unsubscribed {
+                if self.subscriptions.get(&conversation_id) == Some(&token) {
+                    self.subscriptions.remove(&conversation_id);
+                    self.send(&ServerFrame::Unsubscribed {
                         id: None,
                         conversation_id,
                     });
                 }
             }
             ConnectionMsg::HeartbeatCheck => {
-                if state.last_seen.elapsed() > state.context.settings.heartbeat() * 2 {
-                    state.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                if self.last_seen.elapsed() > self.context.settings.heartbeat() * 2 {
+                    self.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                 }
             }
-            ConnectionMsg::Close { code, reason } => state.close(code, &reason),
-            ConnectionMsg::ClientGone => state.closed = true,
+            ConnectionMsg::Close { code, reason } => self.close(code, &reason),
+            ConnectionMsg::ClientGone => self.closed = true,
         }
-        if state.closed || state.outbox.is_closed() {
-            state.closed = true;
+        if self.closed || self.outbox.is_closed() {
+            self.closed = true;
             myself.stop(None);
         }
         Ok(())
     }
-}
 
-impl ConnectionState {
     async fn request(&mut self, myself: &ActorRef<ConnectionMsg>, frame: ClientFrame) {
         let ClientFrame { id, request } = frame;
         let user = self.user_id.clone();

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::ConversationsMsg;
@@ -109,6 +110,8 @@ pub struct ConversationState {
     /// the log store loses its data.
     info: Option<ConversationInfo>,
     transcript: Transcript,
+    /// What the actor's log lines are about: this conversation, on this node.
+    span: tracing::Span,
 }
 
 impl Actor for Conversation {
@@ -123,6 +126,7 @@ impl Actor for Conversation {
     ) -> Result<ConversationState, ActorProcessingErr> {
         Ok(ConversationState {
             conversation_id: args.conversation_id,
+            span: crate::telemetry::conversation_span(&args.context.node_id, args.conversation_id),
             context: args.context,
             registry: args.registry,
             supervisor: args.supervisor,
@@ -143,26 +147,8 @@ impl Actor for Conversation {
         myself: ActorRef<ConversationMsg>,
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
-        let conversation_id = state.conversation_id;
-        state.register(&myself).await?;
-        // Registered first, read second: anything appended from here on is
-        // either in this read or arrives live.
-        let snapshot = match state.context.engine.snapshot(conversation_id).await {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                // `post_stop` does not run for a failed start: unregister here.
-                let _ = state.registry.cast(RegistryMsg::Unregister {
-                    conversation_id,
-                    actor: myself.get_id(),
-                });
-                return Err(error.into());
-            }
-        };
-        state.epoch = snapshot.epoch;
-        state.head = snapshot.seq;
-        state.info = Some(snapshot.info);
-        state.transcript = Transcript::from_messages(snapshot.messages);
-        Ok(())
+        let span = state.span.clone();
+        state.start(&myself).instrument(span).await
     }
 
     async fn post_stop(
@@ -174,6 +160,9 @@ impl Actor for Conversation {
             conversation_id: state.conversation_id,
             actor: myself.get_id(),
         });
+        state
+            .span
+            .in_scope(|| tracing::debug!("conversation no longer followed here"));
         Ok(())
     }
 
@@ -183,64 +172,99 @@ impl Actor for Conversation {
         message: ConversationMsg,
         state: &mut ConversationState,
     ) -> Result<(), ActorProcessingErr> {
+        let span = state.span.clone();
+        state.handle(&myself, message).instrument(span).await
+    }
+}
+
+impl ConversationState {
+    /// Registers with the Registry, then reads where the conversation is.
+    async fn start(
+        &mut self,
+        myself: &ActorRef<ConversationMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let conversation_id = self.conversation_id;
+        self.register(myself).await?;
+        // Registered first, read second: anything appended from here on is
+        // either in this read or arrives live.
+        let snapshot = match self.context.engine.snapshot(conversation_id).await {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                // `post_stop` does not run for a failed start: unregister here.
+                let _ = self.registry.cast(RegistryMsg::Unregister {
+                    conversation_id,
+                    actor: myself.get_id(),
+                });
+                return Err(error.into());
+            }
+        };
+        self.epoch = snapshot.epoch;
+        self.head = snapshot.seq;
+        self.info = Some(snapshot.info);
+        self.transcript = Transcript::from_messages(snapshot.messages);
+        tracing::debug!(epoch = %self.epoch, head = self.head, "conversation followed here");
+        Ok(())
+    }
+
+    /// The actor's `handle`, here so that it can run inside the span.
+    async fn handle(
+        &mut self,
+        myself: &ActorRef<ConversationMsg>,
+        message: ConversationMsg,
+    ) -> Result<(), ActorProcessingErr> {
         // Idle means the last subscriber left (or the first join failed): a
         // fresh actor that gets a live event before its first join is not.
         let followed =
-            !state.subscribers.is_empty() || matches!(message, ConversationMsg::Join { .. });
+            !self.subscribers.is_empty() || matches!(message, ConversationMsg::Join { .. });
         match message {
             ConversationMsg::Join {
                 subscriber,
                 mode,
                 reply,
             } => {
-                if state.closing {
+                if self.closing {
                     let _ = reply.send(Err(JoinError::Retry));
                     return Ok(());
                 }
-                let result = state
-                    .join(subscriber, mode)
-                    .await
-                    .map_err(JoinError::Failed);
+                let result = self.join(subscriber, mode).await.map_err(JoinError::Failed);
                 let _ = reply.send(result);
             }
             ConversationMsg::Leave { connection_id } => {
-                state.subscribers.remove(&connection_id);
+                self.subscribers.remove(&connection_id);
             }
-            ConversationMsg::Live { epoch, entry } => state.live(epoch, entry).await,
-            ConversationMsg::CatchUp => state.catch_up().await,
+            ConversationMsg::Live { epoch, entry } => self.live(epoch, entry).await,
+            ConversationMsg::CatchUp => self.catch_up().await,
             ConversationMsg::Reregister(registry) => {
-                state.registry = registry;
-                state.register(&myself).await?;
-                state.catch_up().await;
+                self.registry = registry;
+                self.register(myself).await?;
+                self.catch_up().await;
             }
             ConversationMsg::Rebuild => {
-                if !state.rebuild().await {
+                if !self.rebuild().await {
                     // The store is still unreachable: try again shortly.
                     myself.send_after(REBUILD_RETRY, || ConversationMsg::Rebuild);
                 }
             }
             ConversationMsg::Deleted => {
-                for subscriber in state.subscribers.values() {
+                for subscriber in self.subscribers.values() {
                     let _ = subscriber.connection.cast(ConnectionMsg::Unsubscribed {
-                        conversation_id: state.conversation_id,
+                        conversation_id: self.conversation_id,
                         token: subscriber.token,
                     });
                 }
-                state.subscribers.clear();
+                self.subscribers.clear();
             }
         }
-        if followed && state.subscribers.is_empty() && !state.closing {
-            state.closing = true;
-            let _ = state.supervisor.cast(ConversationsMsg::Idle {
-                conversation_id: state.conversation_id,
+        if followed && self.subscribers.is_empty() && !self.closing {
+            self.closing = true;
+            let _ = self.supervisor.cast(ConversationsMsg::Idle {
+                conversation_id: self.conversation_id,
                 actor: myself.get_id(),
             });
         }
         Ok(())
     }
-}
 
-impl ConversationState {
     /// Has the Registry route this conversation's events here; answers once
     /// the engine delivers them.
     async fn register(&self, myself: &ActorRef<ConversationMsg>) -> Result<(), ActorProcessingErr> {
