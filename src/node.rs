@@ -8,7 +8,8 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ractor::Actor;
 use tokio::task::JoinHandle;
 
@@ -17,6 +18,9 @@ use crate::actors::chat::Chat;
 use crate::actors::connections::ConnectionsMsg;
 use crate::actors::directory::ActorDirectory;
 use crate::actors::generations::GenerationsMsg;
+use crate::actors::generations::timing::{
+    APPEND, TIME_BETWEEN_TOKENS, TIME_TO_FIRST_TOKEN, UPSTREAM_DURATION,
+};
 use crate::actors::persister::{Persistence, PersisterMsg};
 use crate::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
 use crate::auth::Auth;
@@ -36,6 +40,10 @@ const REBUILD_WINDOW_WITH_STORE: Duration = Duration::from_secs(3);
 const PERSIST_DEADLINE: Duration = Duration::from_secs(3);
 /// How long a stopping node waits for its connections to close.
 const SERVER_DEADLINE: Duration = Duration::from_secs(5);
+/// How often a node evaluates its readiness for `chatstream_ready` (so the
+/// gauge is current when nobody calls `/readyz`) and drains the recorder's
+/// histogram samples (held until then, as no exporter task does it).
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// A running node.
 pub struct Node {
@@ -44,6 +52,7 @@ pub struct Node {
     pub state: web::Data<AppState>,
     server: ServerHandle,
     server_task: JoinHandle<std::io::Result<()>>,
+    metrics_upkeep: JoinHandle<()>,
 }
 
 impl Node {
@@ -181,12 +190,14 @@ impl Node {
         let server = server.run();
         let handle = server.handle();
         let server_task = tokio::spawn(server);
+        let metrics_upkeep = spawn_metrics_upkeep(state.clone());
         tracing::info!(%node_id, %addr, engine = state.context.engine.name(), "node started");
         Ok(Node {
             addr,
             state,
             server: handle,
             server_task,
+            metrics_upkeep,
         })
     }
 
@@ -203,6 +214,11 @@ impl Node {
     pub async fn stop(self, close_code: u16) {
         let actors = &self.state.actors;
         self.state.draining.store(true, Ordering::Relaxed);
+        // Stopped before the gauge is set, so that an evaluation begun
+        // before the drain cannot set it back to 1.
+        self.metrics_upkeep.abort();
+        let _ = self.metrics_upkeep.await;
+        metrics::gauge!(http::admin::READY).set(0.0);
         if let Ok(generations) = ractor::call_t!(
             actors.generations,
             GenerationsMsg::Handoff,
@@ -290,17 +306,112 @@ fn random_node_id() -> String {
     format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..6])
 }
 
+/// Recorded by the Redis engine around each call of its script, by `op`.
+const REDIS_SCRIPT: &str = "chatstream_redis_script_seconds";
+
+/// Buckets (seconds) of the time to first token: a few milliseconds for the
+/// demo model, seconds for a large model with a long prompt.
+const FIRST_TOKEN_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets (seconds) of the time between tokens: half a millisecond for
+/// tokens that come together, up to a model that stalls.
+const TOKEN_GAP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets (seconds) of one call to the log store: tens of microseconds in
+/// memory, a round trip to Redis, up to a store that does not answer.
+const STORE_CALL_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Buckets (seconds) of a whole request to a model: a short reply to a
+/// long one from a slow model.
+const UPSTREAM_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Every histogram the node records, with its buckets.
+const HISTOGRAMS: &[(&str, &[f64])] = &[
+    (TIME_TO_FIRST_TOKEN, FIRST_TOKEN_BUCKETS),
+    (TIME_BETWEEN_TOKENS, TOKEN_GAP_BUCKETS),
+    (APPEND, STORE_CALL_BUCKETS),
+    (REDIS_SCRIPT, STORE_CALL_BUCKETS),
+    (UPSTREAM_DURATION, UPSTREAM_BUCKETS),
+];
+
+/// The recorder's configuration: the latencies are exported as Prometheus
+/// histograms (cumulative buckets that sum over nodes), not as the
+/// per-process summaries the exporter renders by default.
+fn prometheus_builder() -> PrometheusBuilder {
+    HISTOGRAMS
+        .iter()
+        .fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
+            builder
+                .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+                .expect("every bucket list has buckets")
+        })
+}
+
 /// The process-wide Prometheus recorder (metrics are global; several nodes in
 /// one test process share it).
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = prometheus_builder()
                 .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+                .unwrap_or_else(|_| prometheus_builder().build_recorder().handle());
+            describe_metrics();
+            handle
         })
         .clone()
+}
+
+/// The help lines and units `/metrics` shows.
+fn describe_metrics() {
+    metrics::describe_histogram!(
+        TIME_TO_FIRST_TOKEN,
+        Unit::Seconds,
+        "From the start of a fresh reply to its first text in the log"
+    );
+    metrics::describe_histogram!(
+        TIME_BETWEEN_TOKENS,
+        Unit::Seconds,
+        "Between two successive text appends of one reply"
+    );
+    metrics::describe_histogram!(
+        APPEND,
+        Unit::Seconds,
+        "One engine call appending a reply's text or its ending"
+    );
+    metrics::describe_histogram!(
+        REDIS_SCRIPT,
+        Unit::Seconds,
+        "One call of the Redis engine's script"
+    );
+    metrics::describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "One request to a model, from sending it to its end"
+    );
+    metrics::describe_gauge!(
+        http::admin::READY,
+        "1 while the node's /readyz answers 200, else 0"
+    );
+}
+
+/// Keeps `chatstream_ready` current and the recorder's memory bounded, every
+/// `METRICS_UPKEEP`, until the node stops.
+fn spawn_metrics_upkeep(state: web::Data<AppState>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(METRICS_UPKEEP);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            state.metrics.run_upkeep();
+            http::admin::readiness(&state).await;
+        }
+    })
 }
 
 /// Waits for SIGTERM or SIGINT and answers the close code it calls for.
@@ -320,5 +431,41 @@ async fn wait_for_signal() -> u16 {
         let _ = tokio::signal::ctrl_c().await;
         let _ = RESTART;
         GOING_AWAY
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_latency_is_a_histogram_with_its_buckets() {
+        let recorder = prometheus_builder().build_recorder();
+        metrics::with_local_recorder(&recorder, || {
+            for (name, _) in HISTOGRAMS {
+                metrics::histogram!(*name).record(0.003);
+            }
+        });
+        let text = recorder.handle().render();
+        for (name, buckets) in HISTOGRAMS {
+            assert!(
+                text.contains(&format!("# TYPE {name} histogram")),
+                "{name} is a histogram:\n{text}"
+            );
+            let bucket = format!("{name}_bucket{{le=\"");
+            let bounds: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix(bucket.as_str()))
+                .map(|rest| rest.split('"').next().unwrap())
+                .collect();
+            let (last, finite) = bounds.split_last().expect("buckets");
+            assert_eq!(*last, "+Inf", "{name}");
+            let finite: Vec<f64> = finite.iter().map(|b| b.parse().unwrap()).collect();
+            assert_eq!(&finite, buckets, "{name}");
+            assert!(
+                text.contains(&format!("{name}_count 1\n")),
+                "{name}:\n{text}"
+            );
+        }
     }
 }

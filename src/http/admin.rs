@@ -28,7 +28,28 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// Whether the node is ready (`chatstream_ready`), kept by every readiness
+/// evaluation: `/readyz`'s and the node's periodic one. Process-wide, like
+/// every metric: nodes sharing a process (tests) share it.
+pub const READY: &str = "chatstream_ready";
+
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let Readiness { ready, body } = readiness(&state).await;
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// What `/readyz` answers: whether the node can serve, and why.
+pub struct Readiness {
+    pub ready: bool,
+    pub body: serde_json::Value,
+}
+
+/// Evaluates readiness and sets `chatstream_ready` to match.
+pub async fn readiness(state: &AppState) -> Readiness {
     let engine = &state.context.engine;
     let engine_up = async {
         matches!(
@@ -81,11 +102,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "actors": actors,
         "store": store,
     });
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    Readiness { ready, body }
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

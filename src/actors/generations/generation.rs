@@ -16,13 +16,15 @@
 //! elsewhere (a cancel, a delete): the actor stops quietly.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::failure::{FailureKind, failed};
+use super::timing::{ReplyTimings, UpstreamOutcome, UpstreamTimer};
 use super::{GenerationSpec, record_cancel};
 use crate::actors::NodeContext;
 use crate::engine::{EngineError, LEASE_TTL, Snapshot, TextAppend};
@@ -52,10 +54,26 @@ const STORE_RETRY: Duration = Duration::from_millis(250);
 
 pub struct GenerationArgs {
     pub spec: GenerationSpec,
+    /// When the reply was started on this node (its first attempt).
+    pub started: Instant,
     pub context: Arc<NodeContext>,
 }
 
-pub struct Generation;
+/// One reply's generation, with the span its work runs in: every log line
+/// of the generation, the provider's included, carries the reply's ids.
+/// Kept here rather than in the state so that a message borrows it while
+/// its handler changes the state (ractor gives each actor its own value).
+pub struct Generation {
+    span: tracing::Span,
+}
+
+impl Generation {
+    pub fn new(node_id: &str, spec: &GenerationSpec) -> Generation {
+        Generation {
+            span: crate::telemetry::generation_span(node_id, spec.message_id, spec.conversation_id),
+        }
+    }
+}
 
 pub struct GenerationState {
     spec: GenerationSpec,
@@ -73,6 +91,7 @@ pub struct GenerationState {
     /// The ending to record once all pending text is in.
     ending: Option<Event>,
     flush_scheduled: bool,
+    timings: ReplyTimings,
 }
 
 impl Actor for Generation {
@@ -85,7 +104,11 @@ impl Actor for Generation {
         myself: ActorRef<GenerationMsg>,
         args: GenerationArgs,
     ) -> Result<GenerationState, ActorProcessingErr> {
-        let GenerationArgs { spec, context } = args;
+        let GenerationArgs {
+            spec,
+            started,
+            context,
+        } = args;
         let provider = context
             .providers
             .get(&spec.model)
@@ -93,6 +116,7 @@ impl Actor for Generation {
             .ok_or_else(|| format!("model {:?} is not configured on this node", spec.model))?;
         let lease_renewal = Some(myself.send_interval(LEASE_TTL / 3, || GenerationMsg::RenewLease));
         Ok(GenerationState {
+            timings: ReplyTimings::new(&spec.model, started),
             copy: None,
             spec,
             context,
@@ -113,58 +137,7 @@ impl Actor for Generation {
         myself: ActorRef<GenerationMsg>,
         state: &mut GenerationState,
     ) -> Result<(), ActorProcessingErr> {
-        let (spec, context) = (&state.spec, &state.context);
-        let snapshot = context.engine.snapshot(spec.conversation_id).await?;
-        let position = snapshot
-            .messages
-            .iter()
-            .position(|m| m.id == spec.message_id)
-            .ok_or("the reply's message is not in its conversation")?;
-        let reply = &snapshot.messages[position];
-        // Another node may hold the reply (it adopted it while this attempt
-        // waited out a backoff), or it ended (a cancel during the backoff):
-        // then this attempt has nothing to do.
-        let leased = reply.status == MessageStatus::Streaming
-            && context
-                .engine
-                .renew_lease(
-                    spec.conversation_id,
-                    spec.message_id,
-                    &context.node_id,
-                    LEASE_TTL,
-                )
-                .await?;
-        if !leased {
-            myself.stop(Some("nothing to generate".into()));
-            return Ok(());
-        }
-        let request = CompletionRequest {
-            model: spec.model.clone(),
-            history: snapshot.messages[..position]
-                .iter()
-                .map(|m| ChatTurn {
-                    role: m.role,
-                    content: m.content.clone(),
-                })
-                .collect(),
-            continue_from: reply.content.clone(),
-        };
-        let mut copy = snapshot;
-        copy.messages.truncate(position + 1);
-        state.copy = Some(copy);
-        let mut stream = state.provider.complete(request);
-        state.stream_task = Some(tokio::spawn(async move {
-            while let Some(item) = stream.next().await {
-                let message = match item {
-                    Ok(piece) => GenerationMsg::Piece(piece),
-                    Err(error) => GenerationMsg::ProviderFailed(error),
-                };
-                if myself.cast(message).is_err() {
-                    return;
-                }
-            }
-        }));
-        Ok(())
+        in_span(&self.span, start(myself, state, &self.span)).await
     }
 
     async fn post_stop(
@@ -185,130 +158,213 @@ impl Actor for Generation {
         message: GenerationMsg,
         state: &mut GenerationState,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            GenerationMsg::Piece(Completion::Text(text)) => {
-                state.pending.push_str(&text);
-                let window = state.context.settings.coalesce();
-                if window.is_zero() {
-                    state.flush(&myself).await;
-                } else {
-                    state.schedule_flush(&myself, window);
-                }
+        in_span(&self.span, handle_message(myself, message, state)).await
+    }
+}
+
+/// Reads the reply, takes its lease and starts the provider's stream.
+async fn start(
+    myself: ActorRef<GenerationMsg>,
+    state: &mut GenerationState,
+    span: &tracing::Span,
+) -> Result<(), ActorProcessingErr> {
+    let (spec, context) = (&state.spec, &state.context);
+    let snapshot = context.engine.snapshot(spec.conversation_id).await?;
+    let position = snapshot
+        .messages
+        .iter()
+        .position(|m| m.id == spec.message_id)
+        .ok_or("the reply's message is not in its conversation")?;
+    let reply = &snapshot.messages[position];
+    // Another node may hold the reply (it adopted it while this attempt
+    // waited out a backoff), or it ended (a cancel during the backoff):
+    // then this attempt has nothing to do.
+    let leased = reply.status == MessageStatus::Streaming
+        && context
+            .engine
+            .renew_lease(
+                spec.conversation_id,
+                spec.message_id,
+                &context.node_id,
+                LEASE_TTL,
+            )
+            .await?;
+    if !leased {
+        myself.stop(Some("nothing to generate".into()));
+        return Ok(());
+    }
+    let request = CompletionRequest {
+        model: spec.model.clone(),
+        history: snapshot.messages[..position]
+            .iter()
+            .map(|m| ChatTurn {
+                role: m.role,
+                content: m.content.clone(),
+            })
+            .collect(),
+        continue_from: reply.content.clone(),
+    };
+    state.timings.begin(&reply.content);
+    let mut copy = snapshot;
+    copy.messages.truncate(position + 1);
+    state.copy = Some(copy);
+    // Dropped with the task when it is aborted: the request then counts as
+    // cancelled.
+    let mut timer = UpstreamTimer::start(&state.spec.model);
+    let mut stream = state.provider.complete(request);
+    let task = async move {
+        while let Some(item) = stream.next().await {
+            // Observed before the actor hears of it, so the request's
+            // duration is recorded before its reply's ending is.
+            timer.observe(&item);
+            let message = match item {
+                Ok(piece) => GenerationMsg::Piece(piece),
+                Err(error) => GenerationMsg::ProviderFailed(error),
+            };
+            if myself.cast(message).is_err() {
+                return;
             }
-            GenerationMsg::Flush => {
-                state.flush_scheduled = false;
+        }
+        // A stream that stops without finishing did not complete the reply.
+        timer.end(UpstreamOutcome::Failed);
+    };
+    state.stream_task = Some(tokio::spawn(task.instrument(span.clone())));
+    Ok(())
+}
+
+async fn handle_message(
+    myself: ActorRef<GenerationMsg>,
+    message: GenerationMsg,
+    state: &mut GenerationState,
+) -> Result<(), ActorProcessingErr> {
+    match message {
+        GenerationMsg::Piece(Completion::Text(text)) => {
+            state.pending.push_str(&text);
+            let window = state.context.settings.coalesce();
+            if window.is_zero() {
                 state.flush(&myself).await;
+            } else {
+                state.schedule_flush(&myself, window);
             }
-            GenerationMsg::Piece(Completion::Finished {
+        }
+        GenerationMsg::Flush => {
+            state.flush_scheduled = false;
+            state.flush(&myself).await;
+        }
+        GenerationMsg::Piece(Completion::Finished {
+            finish_reason,
+            usage,
+        }) => {
+            state.ending = Some(Event::Done {
+                message_id: state.spec.message_id,
                 finish_reason,
                 usage,
-            }) => {
-                state.ending = Some(Event::Done {
-                    message_id: state.spec.message_id,
-                    finish_reason,
-                    usage,
-                });
-                state.flush(&myself).await;
+            });
+            state.flush(&myself).await;
+        }
+        GenerationMsg::ProviderFailed(error) => {
+            state.stop_stream();
+            let can_resume = state.published().is_empty() && state.pending.is_empty()
+                || state.provider.can_continue();
+            if error.retryable && can_resume {
+                // Whatever is pending is generated again by the next
+                // attempt, which continues from the published text.
+                return Err(Box::new(error));
             }
-            GenerationMsg::ProviderFailed(error) => {
-                state.stop_stream();
-                let can_resume = state.published().is_empty() && state.pending.is_empty()
-                    || state.provider.can_continue();
-                if error.retryable && can_resume {
-                    // Whatever is pending is generated again by the next
-                    // attempt, which continues from the published text.
-                    return Err(Box::new(error));
-                }
-                let kind = if error.retryable {
-                    FailureKind::CannotContinue
-                } else {
-                    FailureKind::Refused
-                };
-                state.ending = Some(failed(state.spec.message_id, kind, &error));
-                state.flush(&myself).await;
-            }
-            GenerationMsg::Cancel(reply) => {
-                state.stop_stream();
-                let message_id = state.spec.message_id;
-                state.ending = Some(Event::Cancelled { message_id });
-                let result = match state.flush(&myself).await {
-                    Flushed::Ended => Ok(()),
-                    // This node lost the reply to another (its lease lapsed);
-                    // the cancel is recorded directly and reaches that node.
-                    Flushed::EndedElsewhere => {
-                        record_cancel(
-                            state.context.engine.as_ref(),
-                            state.spec.conversation_id,
-                            message_id,
-                        )
-                        .await
-                    }
-                    // Recorded as soon as the store answers; not acknowledged yet.
-                    Flushed::Deferred => {
-                        Err(ApiError::unavailable("the log store is unavailable, retry"))
-                    }
-                };
-                metrics::counter!("chatstream_generations_cancelled_total").increment(1);
-                let _ = reply.send(result);
-            }
-            GenerationMsg::RenewLease => {
-                let context = &state.context;
-                let (conversation_id, message_id) =
-                    (state.spec.conversation_id, state.spec.message_id);
-                match context
-                    .engine
-                    .renew_lease(conversation_id, message_id, &context.node_id, LEASE_TTL)
+            let kind = if error.retryable {
+                FailureKind::CannotContinue
+            } else {
+                FailureKind::Refused
+            };
+            state.ending = Some(failed(state.spec.message_id, kind, &error));
+            state.flush(&myself).await;
+        }
+        GenerationMsg::Cancel(reply) => {
+            state.stop_stream();
+            let message_id = state.spec.message_id;
+            state.ending = Some(Event::Cancelled { message_id });
+            let result = match state.flush(&myself).await {
+                Flushed::Ended => Ok(()),
+                // This node lost the reply to another (its lease lapsed);
+                // the cancel is recorded directly and reaches that node.
+                Flushed::EndedElsewhere => {
+                    record_cancel(
+                        state.context.engine.as_ref(),
+                        state.spec.conversation_id,
+                        message_id,
+                    )
                     .await
-                {
-                    Ok(true) => {}
-                    // Another node took the reply over (this one was cut off
-                    // too long), or it ended: stop writing to it.
-                    Ok(false) => state.stop(&myself, "the lease is lost"),
-                    Err(error) => tracing::warn!(%message_id, %error, "lease renewal failed"),
                 }
-            }
-            GenerationMsg::Rebuild => {
-                let (conversation_id, message_id) =
-                    (state.spec.conversation_id, state.spec.message_id);
-                let context = state.context.clone();
-                let Some(copy) = &state.copy else {
-                    return Ok(());
-                };
-                let rebuilt = context.engine.rebuild(copy, Some(&context.node_id)).await;
-                match rebuilt {
-                    Ok(epoch) => {
-                        tracing::info!(%message_id, %epoch, "reply's conversation rebuilt");
-                        // Another node may have rebuilt it first, unleased.
-                        let _ = context
-                            .engine
-                            .renew_lease(conversation_id, message_id, &context.node_id, LEASE_TTL)
-                            .await;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%message_id, %error, "rebuild failed, retrying");
-                        myself.send_after(STORE_RETRY, || GenerationMsg::Rebuild);
-                    }
+                // Recorded as soon as the store answers; not acknowledged yet.
+                Flushed::Deferred => {
+                    Err(ApiError::unavailable("the log store is unavailable, retry"))
                 }
+            };
+            metrics::counter!("chatstream_generations_cancelled_total").increment(1);
+            let _ = reply.send(result);
+        }
+        GenerationMsg::RenewLease => {
+            let context = &state.context;
+            let (conversation_id, message_id) = (state.spec.conversation_id, state.spec.message_id);
+            match context
+                .engine
+                .renew_lease(conversation_id, message_id, &context.node_id, LEASE_TTL)
+                .await
+            {
+                Ok(true) => {}
+                // Another node took the reply over (this one was cut off
+                // too long), or it ended: stop writing to it.
+                Ok(false) => state.stop(&myself, "the lease is lost"),
+                Err(error) => tracing::warn!(%message_id, %error, "lease renewal failed"),
             }
-            GenerationMsg::Handoff => {
-                state.stop_stream();
-                let context = state.context.clone();
-                let (conversation_id, message_id) =
-                    (state.spec.conversation_id, state.spec.message_id);
-                if matches!(state.flush(&myself).await, Flushed::Deferred) {
-                    if let Err(error) = context
+        }
+        GenerationMsg::Rebuild => {
+            let (conversation_id, message_id) = (state.spec.conversation_id, state.spec.message_id);
+            let context = state.context.clone();
+            let Some(copy) = &state.copy else {
+                return Ok(());
+            };
+            let rebuilt = context.engine.rebuild(copy, Some(&context.node_id)).await;
+            match rebuilt {
+                Ok(epoch) => {
+                    tracing::info!(%message_id, %epoch, "reply's conversation rebuilt");
+                    // Another node may have rebuilt it first, unleased.
+                    let _ = context
                         .engine
-                        .release_lease(conversation_id, message_id, &context.node_id)
-                        .await
-                    {
-                        tracing::warn!(%message_id, %error, "lease not released; it lapses instead");
-                    }
-                    state.stop(&myself, "handed off");
+                        .renew_lease(conversation_id, message_id, &context.node_id, LEASE_TTL)
+                        .await;
+                }
+                Err(error) => {
+                    tracing::warn!(%message_id, %error, "rebuild failed, retrying");
+                    myself.send_after(STORE_RETRY, || GenerationMsg::Rebuild);
                 }
             }
         }
-        Ok(())
+        GenerationMsg::Handoff => {
+            state.stop_stream();
+            let context = state.context.clone();
+            let (conversation_id, message_id) = (state.spec.conversation_id, state.spec.message_id);
+            if matches!(state.flush(&myself).await, Flushed::Deferred) {
+                if let Err(error) = context
+                    .engine
+                    .release_lease(conversation_id, message_id, &context.node_id)
+                    .await
+                {
+                    tracing::warn!(%message_id, %error, "lease not released; it lapses instead");
+                }
+                state.stop(&myself, "handed off");
+            }
+        }
     }
+    Ok(())
+}
+
+/// Runs `work` in `span`, entered on each poll. Borrows the span where
+/// `Instrument` would take a clone: this wraps every message, a token's
+/// included.
+async fn in_span<T>(span: &tracing::Span, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| span.in_scope(|| work.as_mut().poll(cx))).await
 }
 
 /// What a flush achieved.
@@ -344,7 +400,8 @@ impl GenerationState {
         let (conversation_id, message_id) = (self.spec.conversation_id, self.spec.message_id);
         while !self.pending.is_empty() {
             let text = self.pending.clone();
-            match engine
+            let started = Instant::now();
+            let appended = engine
                 .append_text(
                     conversation_id,
                     message_id,
@@ -352,9 +409,11 @@ impl GenerationState {
                     text,
                     &self.context.node_id,
                 )
-                .await
-            {
+                .await;
+            let returned = self.timings.append_returned(started);
+            match appended {
                 Ok(TextAppend::Appended(_) | TextAppend::AlreadyApplied) => {
+                    self.timings.text_appended(returned);
                     let text = std::mem::take(&mut self.pending);
                     self.reply_mut().content.push_str(&text);
                 }
@@ -374,10 +433,12 @@ impl GenerationState {
             Event::Cancelled { .. } => "cancelled",
             _ => "failed",
         };
-        match engine
+        let started = Instant::now();
+        let ended = engine
             .end_reply(conversation_id, ending, &self.context.node_id)
-            .await
-        {
+            .await;
+        self.timings.append_returned(started);
+        match ended {
             Ok(_) => {
                 metrics::counter!("chatstream_generations_ended_total", "outcome" => outcome)
                     .increment(1);

@@ -10,9 +10,11 @@
 
 pub mod failure;
 pub mod generation;
+pub mod timing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use uuid::Uuid;
@@ -64,6 +66,10 @@ struct Attempt {
     spec: GenerationSpec,
     /// Restarts so far.
     restarts: u32,
+    /// When the reply was started here: every attempt's time to first
+    /// token runs from it, so a restart before the first token counts its
+    /// backoff.
+    started: Instant,
     /// The running actor; `None` while waiting out a backoff.
     actor: Option<ActorRef<GenerationMsg>>,
 }
@@ -109,6 +115,7 @@ impl Actor for Generations {
                     Attempt {
                         spec,
                         restarts: 0,
+                        started: Instant::now(),
                         actor: None,
                     },
                 );
@@ -219,11 +226,13 @@ impl GenerationsState {
             drop(self.release(&spec));
             return;
         }
+        let generation = Generation::new(&self.context.node_id, &attempt.spec);
         let args = GenerationArgs {
             spec: attempt.spec.clone(),
+            started: attempt.started,
             context: self.context.clone(),
         };
-        match Actor::spawn_linked(None, Generation, args, myself.get_cell()).await {
+        match Actor::spawn_linked(None, generation, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 self.context.directory.add(
                     &actor.get_cell(),
