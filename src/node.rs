@@ -26,7 +26,7 @@ use crate::actors::supervisor::{NodeActors, NodeMsg, NodeSupervisor};
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::engine::durable::DurableEngine;
-use crate::engine::redis::RedisOptions;
+use crate::engine::redis::{RedisOptions, RedisTarget};
 use crate::engine::{Engine, Limits, MemoryEngine, RedisEngine};
 use crate::http::{self, AppState};
 use crate::providers::Providers;
@@ -58,15 +58,16 @@ pub struct Node {
 impl Node {
     /// Starts a node with the engine its settings choose.
     pub async fn start(mut settings: Settings) -> anyhow::Result<Node> {
+        settings.check()?;
         let node_id = settings.node_id.get_or_insert_with(random_node_id).clone();
         let store_url = store_url(&settings);
         let limits = Limits {
             max_messages_per_conversation: settings.max_messages_per_conversation,
             max_generations_per_user: settings.max_generations_per_user,
         };
-        let engine: Arc<dyn Engine> = match &settings.redis_url {
+        let engine: Arc<dyn Engine> = match redis_target(&settings)? {
             None => Arc::new(MemoryEngine::with_limits(settings.history_size, limits)),
-            Some(url) => {
+            Some(target) => {
                 let mut options = RedisOptions::new(
                     settings.history_size,
                     Duration::from_secs(settings.conversation_ttl_secs),
@@ -78,12 +79,11 @@ impl Node {
                     // rest rather than have clients wait.
                     options.rebuild_window = REBUILD_WINDOW_WITH_STORE;
                 }
+                let shown: Vec<String> = target.urls.iter().map(|u| without_password(u)).collect();
                 Arc::new(
-                    RedisEngine::connect_with(url, &node_id, options)
+                    RedisEngine::connect_to(&target, &node_id, options)
                         .await
-                        .with_context(|| {
-                            format!("connecting to Redis at {}", without_password(url))
-                        })?,
+                        .with_context(|| format!("connecting to Redis at {}", shown.join(",")))?,
                 )
             }
         };
@@ -282,14 +282,41 @@ pub fn default_providers(settings: &Settings) -> anyhow::Result<Providers> {
 /// The durable store a node keeps history in: `DATABASE_URL`, else SQLite in
 /// `DATA_DIR` for the embedded node; none for a Redis node without one.
 fn store_url(settings: &Settings) -> Option<String> {
-    match (&settings.database_url, &settings.redis_url) {
+    match (&settings.database_url, settings.uses_redis()) {
         (Some(url), _) => Some(url.clone()),
-        (None, None) => Some(format!(
+        (None, false) => Some(format!(
             "sqlite://{}",
             settings.data_dir.join("chatstream.db").display()
         )),
-        (None, Some(_)) => None,
+        (None, true) => None,
     }
+}
+
+/// The Redis a node shares with others (`REDIS_URL`, or a cluster's
+/// `REDIS_CLUSTER_NODES`), with the TLS files it trusts and presents; none
+/// for the embedded engine.
+fn redis_target(settings: &Settings) -> anyhow::Result<Option<RedisTarget>> {
+    let mut target = match (&settings.redis_url, settings.redis_cluster_nodes.as_slice()) {
+        (None, []) => return Ok(None),
+        (Some(_), [_, ..]) => anyhow::bail!(
+            "REDIS_URL and REDIS_CLUSTER_NODES are both set: set REDIS_URL for one Redis server, or REDIS_CLUSTER_NODES for a Redis Cluster"
+        ),
+        (Some(url), []) => RedisTarget::single(url),
+        (None, seeds) => RedisTarget::cluster(seeds),
+    };
+    let read = |variable: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {variable} ({})", path.display()))
+    };
+    if let Some(path) = &settings.redis_tls_ca_file {
+        target.tls_ca = Some(read("REDIS_TLS_CA_FILE", path)?);
+    }
+    if let (Some(cert), Some(key)) = (&settings.redis_tls_cert_file, &settings.redis_tls_key_file) {
+        target.tls_client = Some((
+            read("REDIS_TLS_CERT_FILE", cert)?,
+            read("REDIS_TLS_KEY_FILE", key)?,
+        ));
+    }
+    Ok(Some(target))
 }
 
 /// A database or Redis URL fit for logs: any credentials are masked.

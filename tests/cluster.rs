@@ -1,37 +1,65 @@
-//! Several nodes sharing one real redis-server: every node serves every
-//! conversation, with nothing lost or repeated, whichever node generates.
+//! Several nodes sharing one real redis-server, or a real Redis Cluster
+//! (three masters, three replicas): every node serves every conversation,
+//! with nothing lost or repeated, whichever node generates.
 
 mod common;
 
 use std::time::Duration;
 
 use chatstream::protocol::MessageStatus;
+use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
 use common::*;
 use rand::Rng;
 use serde_json::json;
 
+/// What the nodes share.
+#[derive(Clone, Copy)]
+enum Shared {
+    OneRedis,
+    RedisCluster,
+}
+
 struct Cluster {
-    redis: RedisServer,
+    redis: Option<RedisServer>,
+    _redis_cluster: Option<RedisCluster>,
     nodes: Vec<TestNode>,
 }
 
 impl Cluster {
+    /// `size` nodes on one redis-server.
     async fn start(size: usize, configure: impl Fn(&mut chatstream::config::Settings)) -> Cluster {
-        let redis = RedisServer::start();
+        Cluster::start_on(Shared::OneRedis, size, configure).await
+    }
+
+    async fn start_on(
+        shared: Shared,
+        size: usize,
+        configure: impl Fn(&mut chatstream::config::Settings),
+    ) -> Cluster {
+        let (redis, redis_cluster) = match shared {
+            Shared::OneRedis => (Some(RedisServer::start()), None),
+            Shared::RedisCluster => (None, Some(RedisCluster::start())),
+        };
         let mut nodes = Vec::new();
         for i in 0..size {
-            let url = redis.url();
+            let url = redis.as_ref().map(RedisServer::url);
+            let seeds = redis_cluster.as_ref().map(RedisCluster::seeds);
             nodes.push(
                 TestNode::start(|s| {
-                    s.redis_url = Some(url);
+                    s.redis_url = url;
+                    s.redis_cluster_nodes = seeds.unwrap_or_default();
                     s.node_id = Some(format!("node-{i}"));
                     configure(s);
                 })
                 .await,
             );
         }
-        Cluster { redis, nodes }
+        Cluster {
+            redis,
+            _redis_cluster: redis_cluster,
+            nodes,
+        }
     }
 
     async fn stop(self) {
@@ -39,6 +67,42 @@ impl Cluster {
             node.stop().await;
         }
     }
+}
+
+/// Runs each scenario with the nodes on one redis-server and on a Redis
+/// Cluster.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod one_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Shared::OneRedis).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Shared::RedisCluster).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    a_reply_generated_on_one_node_reaches_subscribers_on_the_others,
+    a_cancel_on_another_node_stops_the_generation_where_it_runs,
+    a_client_reconnecting_to_another_node_resumes_with_no_gap,
+    subscribers_joining_random_nodes_at_random_moments_never_miss_an_event,
+    the_cluster_scope_lists_every_node_and_its_actors,
+);
+
+/// The one redis-server nodes started on `Shared::OneRedis` share.
+fn the_redis(redis: &mut Option<RedisServer>) -> &mut RedisServer {
+    redis.as_mut().expect("the nodes share one redis-server")
 }
 
 async fn generations_on(node: &TestNode) -> Vec<String> {
@@ -59,9 +123,8 @@ async fn generations_on(node: &TestNode) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reply_generated_on_one_node_reaches_subscribers_on_the_others() {
-    let cluster = Cluster::start(3, |s| s.demo_token_delay_ms = 15).await;
+async fn a_reply_generated_on_one_node_reaches_subscribers_on_the_others(shared: Shared) {
+    let cluster = Cluster::start_on(shared, 3, |s| s.demo_token_delay_ms = 15).await;
     let [a, b, c] = &cluster.nodes[..] else {
         unreachable!()
     };
@@ -104,9 +167,8 @@ async fn a_reply_generated_on_one_node_reaches_subscribers_on_the_others() {
     cluster.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_on_another_node_stops_the_generation_where_it_runs() {
-    let cluster = Cluster::start(3, |s| {
+async fn a_cancel_on_another_node_stops_the_generation_where_it_runs(shared: Shared) {
+    let cluster = Cluster::start_on(shared, 3, |s| {
         s.demo_token_delay_ms = 25;
         s.demo_reply_tokens = 400;
     })
@@ -154,9 +216,8 @@ async fn a_cancel_on_another_node_stops_the_generation_where_it_runs() {
     cluster.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_reconnecting_to_another_node_resumes_with_no_gap() {
-    let cluster = Cluster::start(3, |s| s.demo_token_delay_ms = 15).await;
+async fn a_client_reconnecting_to_another_node_resumes_with_no_gap(shared: Shared) {
+    let cluster = Cluster::start_on(shared, 3, |s| s.demo_token_delay_ms = 15).await;
     let (token, _) = cluster.nodes[0].guest().await;
     let mut client = cluster.nodes[0].connect(&token).await;
     let Sent {
@@ -202,12 +263,11 @@ async fn a_client_reconnecting_to_another_node_resumes_with_no_gap() {
 /// The seed's lost "chunk 7", across nodes: joiners subscribe on random nodes
 /// at random moments while replies generated on random nodes stream, and
 /// each must see every event exactly once, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribers_joining_random_nodes_at_random_moments_never_miss_an_event() {
+async fn subscribers_joining_random_nodes_at_random_moments_never_miss_an_event(shared: Shared) {
     const ROUNDS: usize = 25;
     const CONVERSATIONS: usize = 4;
     const JOINERS: usize = 60;
-    let cluster = Cluster::start(3, |s| {
+    let cluster = Cluster::start_on(shared, 3, |s| {
         s.demo_token_delay_ms = 3;
         s.demo_reply_tokens = 40;
         s.frames_per_second = 10_000;
@@ -258,9 +318,8 @@ async fn subscribers_joining_random_nodes_at_random_moments_never_miss_an_event(
     cluster.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cluster_scope_lists_every_node_and_its_actors() {
-    let cluster = Cluster::start(3, |s| s.demo_token_delay_ms = 40).await;
+async fn the_cluster_scope_lists_every_node_and_its_actors(shared: Shared) {
+    let cluster = Cluster::start_on(shared, 3, |s| s.demo_token_delay_ms = 40).await;
     let (token, _) = cluster.nodes[1].guest().await;
     let mut sender = cluster.nodes[1].connect(&token).await;
     let ack = sender
@@ -336,7 +395,7 @@ async fn redis_restarted_mid_reply_loses_nothing_and_readiness_follows() {
     let mut sender_view = View::default();
     sender_view.apply_all(&conversation, &sender.until(|f| f["seq"] == 10).await);
 
-    cluster.redis.kill();
+    the_redis(&mut cluster.redis).kill();
     let node = &cluster.nodes[1];
     eventually("/readyz reports Redis down", || async {
         let (status, body) = node.api(reqwest::Method::GET, "/readyz", None, None).await;
@@ -345,7 +404,7 @@ async fn redis_restarted_mid_reply_loses_nothing_and_readiness_follows() {
     .await;
     let (status, _) = node.api(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(status, 200, "the node itself stays up");
-    cluster.redis.restart();
+    the_redis(&mut cluster.redis).restart();
     eventually("/readyz reports Redis up again", || async {
         node.api(reqwest::Method::GET, "/readyz", None, None)
             .await
@@ -393,7 +452,7 @@ async fn redis_losing_its_data_mid_reply_rebuilds_what_the_nodes_hold() {
     let old_epoch = sender_view.epoch.clone().unwrap();
     let delivered = sender_view.messages()[1].content.clone();
 
-    cluster.redis.restart_empty();
+    the_redis(&mut cluster.redis).restart_empty();
 
     // Each follower is told to start over in a new epoch (`subscribed`
     // without id, then a snapshot), never an event of it before that.

@@ -1,12 +1,13 @@
 //! One conformance suite for the engine interface, run against the memory
-//! engine and against a real redis-server: both must behave identically.
+//! engine, a real redis-server and a real Redis Cluster (three masters,
+//! three replicas): all must behave identically.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream::engine::redis::RedisOptions;
+use chatstream::engine::redis::{RedisOptions, RedisTarget};
 use chatstream::engine::{
     BusMessage, Engine, EngineError, Limits, MemoryEngine, NodeAnnouncement, RedisEngine,
     TextAppend, Turn, TurnRequest,
@@ -14,6 +15,7 @@ use chatstream::engine::{
 use chatstream::protocol::UserId;
 use chatstream::protocol::{ErrorCode, Event, MessageStatus, Role};
 use chatstream::transcript::Transcript;
+use common::redis_cluster::RedisCluster;
 use common::redis_server::RedisServer;
 use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
@@ -25,12 +27,14 @@ const NODE: &str = "conformance";
 struct Subject {
     engine: Arc<dyn Engine>,
     _server: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 async fn memory(history: usize, limits: Limits) -> Subject {
     Subject {
         engine: Arc::new(MemoryEngine::with_limits(history, limits)),
         _server: None,
+        _cluster: None,
     }
 }
 
@@ -40,6 +44,21 @@ async fn redis(history: usize, limits: Limits) -> Subject {
     Subject {
         engine: Arc::new(engine),
         _server: Some(server),
+        _cluster: None,
+    }
+}
+
+async fn redis_cluster(history: usize, limits: Limits) -> Subject {
+    let cluster = RedisCluster::start();
+    let mut options = RedisOptions::new(history, Duration::from_secs(3600));
+    options.limits = limits;
+    let engine = RedisEngine::connect_to(&RedisTarget::cluster(&cluster.seeds()), NODE, options)
+        .await
+        .expect("connects to the test Redis Cluster");
+    Subject {
+        engine: Arc::new(engine),
+        _server: None,
+        _cluster: Some(cluster),
     }
 }
 
@@ -73,6 +92,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     super::$scenario(super::redis).await;
+                }
+            )*
+        }
+        mod redis_cluster_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::redis_cluster).await;
                 }
             )*
         }
@@ -1115,26 +1142,27 @@ async fn the_generation_limit_holds_across_nodes() {
 
 /// A reply whose removal from its user's count is lost (its conversation's
 /// keys vanished behind the engine, so no ending can ever be appended)
-/// stops counting once it showed no sign of life for the bound; a reply
-/// whose lease is renewed keeps counting however long it streams.
+/// stops counting when its user reaches the limit, once its reservation is
+/// older than the grace; a reply that still streams keeps counting however
+/// long it streams, and a reservation younger than the grace is never
+/// judged (its turn may still be being recorded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_count_ages_out_but_a_renewed_reply_keeps_counting() {
+async fn a_lost_count_is_dropped_at_the_limit_but_a_streaming_reply_keeps_counting() {
     let server = RedisServer::start();
     let mut options = RedisOptions::new(100, Duration::from_secs(3600));
     options.limits = Limits {
         max_generations_per_user: 1,
         ..Limits::default()
     };
-    let bound = Duration::from_secs(1);
-    options.generation_count_ttl = bound;
-    let engine = Arc::new(
-        RedisEngine::connect_with(&server.url(), NODE, options)
-            .await
-            .unwrap(),
-    );
+    let grace = Duration::from_millis(500);
+    options.reservation_grace = grace;
+    let engine = RedisEngine::connect_with(&server.url(), NODE, options)
+        .await
+        .unwrap();
     let (live_user, lost_user) = (UserId::new_guest(), UserId::new_guest());
-    let live = new_turn(engine.as_ref(), &live_user, "still streaming").await;
-    let lost = new_turn(engine.as_ref(), &lost_user, "about to vanish").await;
+    new_turn(&engine, &live_user, "still streaming").await;
+    let lost = new_turn(&engine, &lost_user, "about to vanish").await;
+    let reserved = tokio::time::Instant::now();
     let mut connection = inspect(&server).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("cs:{{{}}}:*", lost.ack.conversation_id))
@@ -1146,58 +1174,28 @@ async fn a_lost_count_ages_out_but_a_renewed_reply_keeps_counting() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    assert!(matches!(
-        engine
-            .start_turn(turn(&lost_user, None, "right away"))
-            .await,
-        Err(EngineError::TooManyGenerations { limit: 1 })
-    ));
-
-    // The live reply's generation renews its lease, as a Generation does.
-    let renewing = {
-        let engine = engine.clone();
-        let (id, reply) = (live.ack.conversation_id, live.ack.assistant_message_id);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                every.tick().await;
-                assert!(
-                    engine
-                        .renew_lease(id, reply, NODE, Duration::from_secs(3))
-                        .await
-                        .unwrap()
-                );
-            }
-        })
-    };
-    let started = tokio::time::Instant::now();
-    let deadline = started + Duration::from_secs(10);
-    loop {
-        match engine
-            .start_turn(turn(&lost_user, None, "once it aged out"))
-            .await
-        {
-            Ok(_) => break,
-            Err(EngineError::TooManyGenerations { .. }) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the lost count never aged out"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(other) => panic!("unexpected {other}"),
-        }
+    let refused = engine
+        .start_turn(turn(&lost_user, None, "right away"))
+        .await;
+    if reserved.elapsed() < grace {
+        assert!(
+            matches!(refused, Err(EngineError::TooManyGenerations { limit: 1 })),
+            "a reservation younger than the grace still counts: {refused:?}"
+        );
+        // The grace is what is under test: the reservation must grow older.
+        tokio::time::sleep_until(reserved + grace).await;
     }
+    engine
+        .start_turn(turn(&lost_user, None, "once its reply is found gone"))
+        .await
+        .expect("the lost count was dropped");
     assert!(
-        started.elapsed() >= bound / 2,
-        "counted for about the bound, not dropped at once"
+        matches!(
+            engine.start_turn(turn(&live_user, None, "a second")).await,
+            Err(EngineError::TooManyGenerations { limit: 1 })
+        ),
+        "the streaming reply, older than the grace, still counts"
     );
-    // Both turns were made at the same moment; only renewals kept this one.
-    assert!(matches!(
-        engine.start_turn(turn(&live_user, None, "a second")).await,
-        Err(EngineError::TooManyGenerations { limit: 1 })
-    ));
-    renewing.abort();
 }
 
 /// What Redis runs for one send (a turn, three deltas, the ending), by

@@ -3,7 +3,7 @@
 --
 -- KEYS: 1 meta (hash), 2 log (stream), 3 msgs (hash: id -> message JSON
 -- without content), 4 order (list of message ids), 5 the sentinel naming the
--- life of the data (see the fence below). The conversation's other keys are
+-- life of the data in the conversation's slot (see the fence below). The conversation's other keys are
 -- named from meta's and share its hash tag: texts (hash: id -> content, for
 -- every message but the streaming reply), pos (hash: id -> position in
 -- order), turns (set of the client_msg_ids it remembers), and, for the one
@@ -11,18 +11,23 @@
 -- lease:<id> (the node generating it).
 -- ARGV: 1 the operation, 2 now (RFC 3339), 3 log entries kept, 4 time to
 -- live (s), 5 the sentinel's value the calling node knows, 6 the most
--- messages a conversation holds, 7 the most replies one user has streaming,
--- 8 how long (ms) a streaming reply counts toward that without a sign of
--- life; the operation's own arguments follow, from ARGV[A + 1]. Each
--- operation returns an array of strings, or an error whose first word is
--- NOTFOUND, FORBIDDEN, CONFLICT, TOOLARGE, RATELIMITED or LOST.
+-- messages a conversation holds, 7 the command that publishes events
+-- (PUBLISH, or SPUBLISH on a Redis Cluster, where the conversation's
+-- channel then lives in its shard); the operation's own arguments follow,
+-- from ARGV[A + 1]. Each operation returns an array of strings, or an error
+-- whose first word is NOTFOUND, FORBIDDEN, CONFLICT, TOOLARGE or LOST.
+--
+-- Every key the script touches is in the conversation's hash slot, as Redis
+-- Cluster requires: what is about a user or the whole cluster (the user's
+-- streaming replies, the in-flight replies, the message index) is written
+-- by the node beside the script.
 --
 -- Cost: a turn, a delta, an ending, a lease renewal and a message read each
 -- touch a fixed number of keys and loop over nothing, so they cost the same
 -- in a conversation of 2,000 messages as in one of 2. Only the operations
 -- that are about every message loop over them: snapshot, delete, rebuild.
 
-local A = 8
+local A = 7
 local meta, log, msgs, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = string.sub(meta, 1, #meta - 4)
 local op = ARGV[1]
@@ -44,7 +49,7 @@ if sentinel ~= ARGV[5] then
   return redis.error_reply('LOST vanished')
 end
 
-local now_iso, history = ARGV[2], ARGV[3]
+local now_iso, history, publish = ARGV[2], ARGV[3], ARGV[7]
 -- Where the conversation's events are published: `cs:{<id>}:events`.
 local channel = prefix .. 'events'
 
@@ -66,7 +71,7 @@ local function log_event(event_json)
   redis.call('XADD', log, 'MAXLEN', history, seq .. '-1', 'e', entry)
   redis.call('HSET', meta, 'updated_at', now_iso)
   local epoch = redis.call('HGET', meta, 'epoch')
-  redis.call('PUBLISH', channel, '{"epoch":"' .. epoch .. '","entry":' .. entry .. '}')
+  redis.call(publish, channel, '{"epoch":"' .. epoch .. '","entry":' .. entry .. '}')
   return {tostring(seq), entry, epoch}
 end
 
@@ -87,56 +92,11 @@ if op == 'append' and ARGV[A + 1] == 'delta' then
 end
 
 local ttl = tonumber(ARGV[4])
-local max_messages, max_generations = tonumber(ARGV[6]), tonumber(ARGV[7])
-local generation_count_ttl = tonumber(ARGV[8])
+local max_messages = tonumber(ARGV[6])
 local texts, positions, turns = prefix .. 'texts', prefix .. 'pos', prefix .. 'turns'
 
 local function fail(code, message)
   return redis.error_reply(code .. ' ' .. message)
-end
-
--- Redis's clock in milliseconds: one clock for every node.
-local function now_ms()
-  local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-
--- THE USER'S KEY: the one key of this script outside the conversation.
--- The replies streaming for one user, across the cluster (for
--- MAX_GENERATIONS_PER_USER): a sorted set of reply ids, each scored by its
--- last sign of life (its turn, a lease renewal, a claim) in Redis's time.
--- Added to by a turn, removed from by the reply's ending or its
--- conversation's delete, in the same atomic step as those, so the count is
--- exact; an entry whose reply showed no sign of life for
--- `generation_count_ttl` stops counting (its conversation expired or was
--- removed behind the engine's back), so no lost removal locks a user out
--- for longer than that.
--- Redis Cluster: this key hashes to the user's slot, not the
--- conversation's, and a script may touch one slot only. There, the count
--- must move out of this script into its own step on the user's slot (check
--- and add before the turn, taken back if the turn is refused; removed after
--- the ending), with this same aging covering a node that dies in between.
-local function generations_key(owner)
-  return 'cs:user:' .. owner .. ':generations'
-end
-
--- A sign of life of a streaming reply: it counts toward its user's limit
--- for another `generation_count_ttl`.
-local function count_generation(owner, id)
-  local key = generations_key(owner)
-  redis.call('ZADD', key, now_ms(), id)
-  redis.call('PEXPIRE', key, generation_count_ttl)
-end
-
-local function uncount_generation(owner, id)
-  redis.call('ZREM', generations_key(owner), id)
-end
-
--- Replies counting toward the user's limit now.
-local function generations_of(owner)
-  local key = generations_key(owner)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now_ms() - generation_count_ttl))
-  return redis.call('ZCARD', key)
 end
 
 -- The layout of a conversation's keys described above. Conversations
@@ -256,9 +216,6 @@ if op == 'turn' then
   if redis.call('LLEN', order) + 2 > max_messages then
     return fail('TOOLARGE', tostring(max_messages))
   end
-  if generations_of(owner) >= max_generations then
-    return fail('RATELIMITED', tostring(max_generations))
-  end
   if create_new == '1' then
     create(owner, title, epoch, now_iso)
   end
@@ -274,7 +231,6 @@ if op == 'turn' then
     redis.call('SADD', turns, member)
   end
   redis.call('SET', lease_key(reply), ARGV[A + 13], 'PX', ARGV[A + 14])
-  count_generation(owner, reply)
   touch()
   return {redis.call('HGET', meta, 'epoch'), user[1]}
 end
@@ -344,9 +300,11 @@ if op == 'append' then
   redis.call('HSET', texts, id, redis.call('GET', text_key(id)) or '')
   redis.call('DEL', text_key(id), lease_key(id))
   redis.call('HSET', meta, 'streaming', '')
-  uncount_generation(owner, id)
   touch()
-  return log_event(event_json)
+  -- The owner, so that the node gives the reply's place back to its user.
+  local result = log_event(event_json)
+  table.insert(result, owner)
+  return result
 end
 
 if op == 'read' then
@@ -399,7 +357,7 @@ if op == 'delete' then
   if not state[1] then
     return fail('NOTFOUND', 'conversation not found')
   end
-  local owner, streaming = state[1], state[2]
+  local streaming = state[2]
   local result = {}
   for _, id in ipairs(redis.call('LRANGE', order, 0, -1)) do
     if state[3] ~= LAYOUT then
@@ -409,13 +367,13 @@ if op == 'delete' then
   end
   if streaming ~= '' then
     redis.call('DEL', text_key(streaming), lease_key(streaming))
-    uncount_generation(owner, streaming)
+    table.insert(result, 's' .. streaming)
   end
   for _, member in ipairs(redis.call('SMEMBERS', turns)) do
     table.insert(result, 't' .. member)
   end
   redis.call('DEL', meta, log, msgs, order, texts, positions, turns)
-  redis.call('PUBLISH', channel, '{"deleted":true}')
+  redis.call(publish, channel, '{"deleted":true}')
   return result
 end
 
@@ -435,7 +393,6 @@ if op == 'lease' then
     return {'0'}
   end
   redis.call('SET', lease_key(id), holder, 'PX', ARGV[A + 3])
-  count_generation(state[1], id)
   -- A reply streaming for longer than half the conversation's lifetime
   -- extends it, so that no key expires under a streaming reply; not every
   -- second, though cheap, as most renewals have nothing to extend.
@@ -461,7 +418,6 @@ if op == 'claim' then
     return {'ended'}
   end
   if redis.call('SET', lease_key(id), ARGV[A + 2], 'NX', 'PX', ARGV[A + 3]) then
-    count_generation(state[1], id)
     return {'claimed'}
   end
   return {'held'}
@@ -489,7 +445,6 @@ if op == 'rebuild' then
       if ARGV[A + 5] ~= '' then
         redis.call('SET', lease_key(id), ARGV[A + 5], 'PX', ARGV[A + 6])
       end
-      count_generation(owner, id)
     else
       redis.call('HSET', texts, id, ARGV[base + 2])
     end

@@ -7,27 +7,42 @@
 //! (`cs:{<id>}:…`) so that Redis Cluster keeps each conversation in one slot.
 //! A conversation keeps a fixed set of keys, however many messages it holds,
 //! so that a turn, a delta and an ending cost Redis the same in any
-//! conversation. One key of the script is outside the conversation's slot:
-//! the user's count of streaming replies (`generations_key` in `redis.lua`,
-//! which says what Redis Cluster will need of it).
+//! conversation. The script touches only the conversation's slot; what is
+//! about a user or the whole cluster lives in keys of its own, written
+//! beside it: the user's count of streaming replies (`user_generations`),
+//! the in-flight replies failover scans (partitioned over slots on a
+//! cluster), the message and `client_msg_id` indexes.
 //!
-//! One RESP3 connection manager carries commands and subscriptions; it
-//! reconnects and resubscribes by itself. Pub/sub is at-most-once, so after a
-//! disconnection every watcher is told to catch up from the log.
+//! The connection (`link`) carries commands and subscriptions: a RESP3
+//! connection manager on one server; on a Redis Cluster, the cluster client
+//! (one for commands, one for subscriptions alone), where events are
+//! published and subscribed to sharded (`SPUBLISH`, `SSUBSCRIBE`), so a
+//! conversation's events travel only through its shard. Both reconnect and
+//! resubscribe by themselves, and the engine subscribes again after an
+//! outage too. Pub/sub is at-most-once, so after a disconnection, or a shard
+//! channel moved to another master, every watcher is told to catch up from
+//! the log.
 //!
-//! Every operation is fenced on the life of Redis's data (`SENTINEL_KEY`): it
-//! checks, in the same atomic step, that the sentinel still holds the value
-//! this node knows, so that no answer ever rests on data Redis lost without
-//! this node noticing. A loss is recorded once (`Life::record`), whichever
-//! notices it first: an operation (the fence) or the health check (a timer).
+//! Every operation is fenced on the life of Redis's data (`life`): it
+//! checks, in the same atomic step, that its slot's sentinel still holds the
+//! value this node knows, so that no answer ever rests on data Redis lost
+//! without this node noticing. A loss is recorded once (`Life::record`),
+//! whichever notices it first: an operation (the fence) or the health check
+//! (a timer).
 
-use std::collections::HashMap;
+mod life;
+mod link;
+mod slots;
+mod user_generations;
+
+pub use link::RedisTarget;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, FromRedisValue, PushInfo, PushKind, RedisError, Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -39,6 +54,10 @@ use super::{
     MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
 };
 use crate::protocol::{Event, LogEntry, Message, MessageStatus, Role, TurnAck, UserId};
+use life::{Life, data_lost, sentinel_key};
+use link::Link;
+use slots::{CLUSTER_SLOTS, key_slot, slot_tag};
+use user_generations::UserGenerations;
 
 /// How long a `client_msg_id` is remembered (the contract asks for 24 hours).
 const TURN_MEMORY: Duration = Duration::from_secs(48 * 3600);
@@ -49,11 +68,9 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// Catch-ups sent after an outage: the first may run before the automatic
 /// resubscription completes; later ones cover that window.
 const CATCH_UPS_AFTER_OUTAGE: u8 = 3;
-/// How long a streaming reply counts toward its user's limit without a sign
-/// of life. Far above the lease's renewal (every second) and failover's
-/// adoption (within `LEASE_TTL` and a scan), so a live reply never stops
-/// counting; short enough that a lost removal only delays a user briefly.
-const GENERATION_COUNT_TTL: Duration = Duration::from_secs(60);
+/// How long a reservation of a user's place counts before it may be judged
+/// (`RedisOptions::reservation_grace`).
+const RESERVATION_GRACE: Duration = Duration::from_secs(30);
 
 /// How a `RedisEngine` runs. `RedisOptions::new` gives the defaults.
 #[derive(Debug, Clone)]
@@ -71,13 +88,13 @@ pub struct RedisOptions {
     /// what they hold before it counts as gone (or, with a durable store,
     /// before the store's older copy is restored instead).
     pub rebuild_window: Duration,
-    /// The limits every turn is held to, inside its atomic step.
+    /// The limits every turn is held to.
     pub limits: Limits,
-    /// How long a streaming reply counts toward its user's
-    /// `max_generations_per_user` without a sign of life (its turn, a lease
-    /// renewal every second, a claim by failover): the bound on how long a
-    /// count whose removal was lost can keep a user from starting replies.
-    pub generation_count_ttl: Duration,
+    /// How long a reply counts toward its user's limit before it may be
+    /// judged ended when the user reaches the limit (then a reply that no
+    /// longer streams, whose removal was lost, stops counting); longer than
+    /// recording a turn takes.
+    pub reservation_grace: Duration,
 }
 
 impl RedisOptions {
@@ -88,7 +105,7 @@ impl RedisOptions {
             health_every: HEALTH_EVERY,
             rebuild_window: REBUILD_WINDOW,
             limits: Limits::default(),
-            generation_count_ttl: GENERATION_COUNT_TTL,
+            reservation_grace: RESERVATION_GRACE,
         }
     }
 }
@@ -97,14 +114,19 @@ pub struct RedisEngine {
     /// The life of Redis's data this node works in.
     life: Arc<Life>,
     node_id: String,
-    connection: ConnectionManager,
+    connection: Link,
     script: Script,
+    user_generations: UserGenerations,
+    /// The channels this node listens on (its control channel and the
+    /// conversations' it watches), subscribed to again after an outage; a
+    /// shard channel that Redis Cluster unsubscribes (its slot moved) is
+    /// subscribed to again only while it is here.
+    watched: Arc<Mutex<HashSet<String>>>,
     /// Log entries kept per conversation.
     history_size: usize,
     /// Lifetime of a conversation after its last turn.
     conversation_ttl: Duration,
     limits: Limits,
-    generation_count_ttl: Duration,
     bus_receiver: Mutex<Option<mpsc::UnboundedReceiver<BusMessage>>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -115,22 +137,6 @@ impl Drop for RedisEngine {
             task.abort();
         }
     }
-}
-
-/// Names one life of Redis's data: set once, shared by every node. If it
-/// vanishes or changes, Redis lost its data (restarted without persistence,
-/// or flushed) and every log it held is gone.
-const SENTINEL_KEY: &str = "cs:sentinel";
-
-/// The sentinel that fences operations on `conversation_id` (`None`: on
-/// keys outside any conversation, such as `cs:msg:<message>` or
-/// `cs:inflight`). One key for the whole store today. Redis Cluster will
-/// need one per hash slot, since a script or a transaction may touch only
-/// the keys of one slot: then this names the sentinel of the slot that
-/// `cs:{<conversation_id>}:…` (or the other key) lives in, and `Life` keeps a
-/// known value per slot.
-fn sentinel_key(_conversation_id: Option<Uuid>) -> &'static str {
-    SENTINEL_KEY
 }
 
 fn meta_keys(conversation_id: Uuid) -> [String; 4] {
@@ -157,14 +163,42 @@ fn turn_key(user: &UserId, client_msg_id: Uuid) -> String {
     format!("cs:turn:{user}:{client_msg_id}")
 }
 
+/// The nodes' announcements share one slot (`{nodes}`): a node writes its
+/// own every few seconds and a listing reads them all in one step.
 fn announcement_key(node_id: &str) -> String {
-    format!("cs:node:{node_id}:actors")
+    format!("cs:{{nodes}}:{node_id}:actors")
 }
 
-const NODES_KEY: &str = "cs:nodes";
-/// Every streaming reply of the cluster, as `<conversation>:<message>`: where
-/// failover looks for replies whose node stopped renewing their lease.
-const IN_FLIGHT_KEY: &str = "cs:inflight";
+const NODES_KEY: &str = "cs:{nodes}";
+
+/// Partitions of the in-flight replies on a Redis Cluster, spread evenly
+/// over the slots so that turns and endings do not all meet in one.
+const IN_FLIGHT_PARTITIONS: usize = 16;
+
+/// Every streaming reply of the cluster, as `<conversation>:<message>`:
+/// where failover looks for replies whose node stopped renewing their lease.
+/// One key on a single server; on a cluster, one of `IN_FLIGHT_PARTITIONS`
+/// keys, this one `conversation_id`'s.
+fn in_flight_key(slots: usize, conversation_id: Uuid) -> String {
+    let partition = (conversation_id.as_u128() % IN_FLIGHT_PARTITIONS as u128) as usize;
+    in_flight_partition(slots, partition)
+}
+
+/// Every key of the in-flight replies.
+fn in_flight_keys(slots: usize) -> Vec<String> {
+    let partitions = if slots == 1 { 1 } else { IN_FLIGHT_PARTITIONS };
+    (0..partitions)
+        .map(|partition| in_flight_partition(slots, partition))
+        .collect()
+}
+
+fn in_flight_partition(slots: usize, partition: usize) -> String {
+    if slots == 1 {
+        return "cs:inflight".to_owned();
+    }
+    let slot = (partition * CLUSTER_SLOTS / IN_FLIGHT_PARTITIONS) as u16;
+    format!("cs:inflight:{{{}}}", slot_tag(slot))
+}
 
 fn in_flight_member(conversation_id: Uuid, message_id: Uuid) -> String {
     format!("{conversation_id}:{message_id}")
@@ -214,9 +248,6 @@ fn map_error(error: RedisError) -> EngineError {
         Some("TOOLARGE") => EngineError::ConversationFull {
             limit: detail.parse().unwrap_or_default(),
         },
-        Some("RATELIMITED") => EngineError::TooManyGenerations {
-            limit: detail.parse().unwrap_or_default(),
-        },
         Some("LOADING") | Some("BUSY") | Some("MASTERDOWN") | Some("TRYAGAIN") => {
             EngineError::Unavailable(error.to_string())
         }
@@ -239,85 +270,6 @@ fn internal(what: impl std::fmt::Display) -> EngineError {
 /// The error code of a script that found the sentinel changed: `LOST now
 /// <value>`, or `LOST vanished`.
 const LOST: &str = "LOST";
-
-fn data_lost() -> EngineError {
-    EngineError::Unavailable(
-        "the log store lost its data; conversations are being rebuilt, retry".into(),
-    )
-}
-
-/// What this node knows of the life of Redis's data, and where a loss of it
-/// is reported. Shared by every operation (the fence) and the health check,
-/// so that one loss is reported once, whichever of them notices it first.
-struct Life {
-    state: Mutex<LifeState>,
-    bus: mpsc::UnboundedSender<BusMessage>,
-    rebuild_window: Duration,
-}
-
-struct LifeState {
-    /// The sentinel's value in the life this node works in: every fenced
-    /// operation requires it.
-    sentinel: Arc<str>,
-    /// When this node last recorded a loss.
-    lost_at: Option<Instant>,
-}
-
-impl Life {
-    fn new(
-        sentinel: String,
-        bus: mpsc::UnboundedSender<BusMessage>,
-        rebuild_window: Duration,
-    ) -> Life {
-        Life {
-            state: Mutex::new(LifeState {
-                sentinel: sentinel.into(),
-                lost_at: None,
-            }),
-            bus,
-            rebuild_window,
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, LifeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The sentinel value operations are fenced on now.
-    fn known(&self) -> Arc<str> {
-        self.state().sentinel.clone()
-    }
-
-    /// Redis holds `current` as its sentinel, seen by someone who checked
-    /// it against `checked`. If that is a change from the life this node
-    /// still works in, the loss is recorded: `current` becomes the known
-    /// sentinel, the rebuild window opens, and `LogLost` goes on the bus, so
-    /// that the node rebuilds what it holds. Compare-and-set: when the known
-    /// sentinel is no longer `checked`, someone else recorded this change
-    /// already (or a later one), and a late observer reports nothing. So each
-    /// change is reported exactly once per node.
-    fn record(&self, checked: &str, current: &str) {
-        let mut state = self.state();
-        if *state.sentinel != *checked || current == checked {
-            return;
-        }
-        state.sentinel = current.into();
-        state.lost_at = Some(Instant::now());
-        tracing::error!("Redis lost its data: rebuilding the conversations this node holds");
-        metrics::counter!("chatstream_log_losses_total").increment(1);
-        // Under the lock, so that LogLosts of successive losses keep their order.
-        let _ = self.bus.send(BusMessage::LogLost);
-    }
-
-    /// A conversation is missing: `Ok` (it does not exist) unless Redis
-    /// recently lost its data and nodes may still be rebuilding it.
-    fn missing(&self) -> EngineResult<()> {
-        match self.state().lost_at {
-            Some(at) if at.elapsed() < self.rebuild_window => Err(data_lost()),
-            _ => Ok(()),
-        }
-    }
-}
 
 impl RedisEngine {
     /// Connects to `url` (RESP3 is switched on), subscribes to this node's
@@ -342,35 +294,42 @@ impl RedisEngine {
         node_id: &str,
         options: RedisOptions,
     ) -> Result<RedisEngine, RedisError> {
-        let url = if url.contains("protocol=") {
-            url.to_owned()
-        } else if url.contains('?') {
-            format!("{url}&protocol=resp3")
-        } else {
-            format!("{url}?protocol=resp3")
-        };
-        let client = redis::Client::open(url)?;
+        RedisEngine::connect_to(&RedisTarget::single(url), node_id, options).await
+    }
+
+    /// Connects to one server or a Redis Cluster, subscribes to this node's
+    /// control channel and starts watching the connection's health.
+    pub async fn connect_to(
+        target: &RedisTarget,
+        node_id: &str,
+        options: RedisOptions,
+    ) -> Result<RedisEngine, RedisError> {
         let (push_sender, push_receiver) = mpsc::unbounded_channel();
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(push_sender)
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(3)))
-            .set_max_delay(Duration::from_secs(1));
-        let mut connection = client.get_connection_manager_with_config(config).await?;
-        connection.subscribe(node_channel(node_id)).await?;
+        let mut connection = Link::connect(target, push_sender).await?;
+        let watched = Arc::new(Mutex::new(HashSet::from([node_channel(node_id)])));
+        connection.subscribe(&node_channel(node_id)).await?;
         let (bus, bus_receiver) = mpsc::unbounded_channel();
         let (outage_sender, outage_receiver) = mpsc::unbounded_channel();
         let life = Arc::new(Life::new(
-            sentinel(&mut connection).await?,
+            connection.slots(),
             bus.clone(),
             options.rebuild_window,
         ));
+        // The sentinels the health check watches are learnt before the
+        // first operation, so that a loss from now on is noticed.
+        check_sentinels(&mut connection, &life).await?;
         let tasks = vec![
-            tokio::spawn(route_pushes(push_receiver, bus, outage_sender)),
+            tokio::spawn(route_pushes(
+                push_receiver,
+                bus,
+                outage_sender,
+                connection.clone(),
+                watched.clone(),
+            )),
             tokio::spawn(watch_health(
                 connection.clone(),
                 life.clone(),
+                watched.clone(),
                 outage_receiver,
                 options.health_every,
             )),
@@ -380,52 +339,80 @@ impl RedisEngine {
             node_id: node_id.to_owned(),
             connection,
             script: Script::new(include_str!("redis.lua")),
+            user_generations: UserGenerations::new(options.reservation_grace),
+            watched,
             history_size: options.history_size.max(1),
             conversation_ttl: options.conversation_ttl,
             limits: options.limits,
-            generation_count_ttl: options.generation_count_ttl,
             bus_receiver: Mutex::new(Some(bus_receiver)),
             tasks,
         })
     }
 
+    /// The slot `key` lives in (always 0 on a single server).
+    fn slot_of(&self, key: &str) -> u16 {
+        if self.connection.slots() == 1 {
+            0
+        } else {
+            key_slot(key.as_bytes())
+        }
+    }
+
+    /// The sentinel operations on `slot` are fenced on: the one this node
+    /// knows, or, the first time it works there, the one Redis holds (set
+    /// if there is none).
+    async fn fence(&self, slot: u16) -> EngineResult<Arc<str>> {
+        if let Some(known) = self.life.known(slot) {
+            return Ok(known);
+        }
+        let current = slot_sentinel(&mut self.connection.clone(), slot)
+            .await
+            .map_err(map_error)?;
+        Ok(self.life.learn(slot, &current))
+    }
+
     /// Runs one operation of the conversation script, fenced on the
-    /// sentinel this node knows; the common arguments come first, then
-    /// `args`. A missing conversation answers `NotFound` only outside the
-    /// rebuild window after a loss.
+    /// sentinel of the conversation's slot; the common arguments come first,
+    /// then `args`. A missing conversation answers `NotFound` only outside
+    /// the rebuild window after a loss.
     async fn run(
         &self,
         conversation_id: Uuid,
-        op: &str,
+        op: &'static str,
         args: &[&str],
     ) -> EngineResult<Vec<String>> {
-        let checked = self.life.known();
+        let keys = meta_keys(conversation_id);
+        let slot = self.slot_of(&keys[0]);
+        let checked = self.fence(slot).await?;
         let mut invocation = self.script.prepare_invoke();
-        for key in meta_keys(conversation_id) {
+        for key in keys {
             invocation.key(key);
         }
         invocation
-            .key(sentinel_key(Some(conversation_id)))
+            .key(sentinel_key(self.connection.slots(), slot))
             .arg(op)
             .arg(now_iso())
             .arg(self.history_size)
             .arg(self.conversation_ttl.as_secs().max(1))
             .arg(&*checked)
             .arg(self.limits.max_messages_per_conversation)
-            .arg(self.limits.max_generations_per_user)
-            .arg(self.generation_count_ttl.as_millis().max(1) as u64);
+            .arg(self.connection.publish_command());
         for arg in args {
             invocation.arg(*arg);
         }
         let mut connection = self.connection.clone();
-        match invocation.invoke_async(&mut connection).await {
+        let started = std::time::Instant::now();
+        let outcome = invocation.invoke_async(&mut connection).await;
+        metrics::histogram!("chatstream_redis_script_seconds", "op" => op)
+            .record(started.elapsed());
+        match outcome {
             Ok(result) => Ok(result),
             Err(error) if error.code() == Some(LOST) => {
                 let seen = error
                     .detail()
                     .and_then(|d| d.strip_prefix("now "))
                     .map(str::to_owned);
-                Err(self.lost(&checked, seen).await)
+                Err(self.lost(slot, &checked, seen).await)
             }
             Err(error) => match map_error(error) {
                 EngineError::NotFound => {
@@ -437,9 +424,10 @@ impl RedisEngine {
         }
     }
 
-    /// Runs the commands `add` puts in a pipeline as one MULTI/EXEC behind
-    /// a GET of the sentinel (the fence of the paths that use no script),
-    /// and reads their answers as `T` (a tuple, one element per command).
+    /// Runs the commands `add` puts in a pipeline, all on keys of the slot
+    /// of `scope` (a key), as one MULTI/EXEC behind a GET of that slot's
+    /// sentinel (the fence of the paths that use no script), and reads their
+    /// answers as `T` (a tuple, one element per command).
     ///
     /// A transaction rather than a script: the commands stay the plain
     /// reads they were, in the same single round trip, with no Lua and no
@@ -448,12 +436,14 @@ impl RedisEngine {
     /// between fails the whole transaction (it is one connection).
     async fn fenced<T: FromRedisValue>(
         &self,
-        scope: Option<Uuid>,
+        scope: &str,
         add: impl FnOnce(&mut redis::Pipeline),
     ) -> EngineResult<T> {
-        let checked = self.life.known();
+        let slot = self.slot_of(scope);
+        let checked = self.fence(slot).await?;
         let mut pipe = redis::pipe();
-        pipe.atomic().get(sentinel_key(scope));
+        pipe.atomic()
+            .get(sentinel_key(self.connection.slots(), slot));
         add(&mut pipe);
         let mut connection = self.connection.clone();
         let mut answers: Vec<Value> = pipe.query_async(&mut connection).await.map_err(map_error)?;
@@ -462,32 +452,34 @@ impl RedisEngine {
         }
         let seen = Option::<String>::from_redis_value(answers.remove(0)).map_err(internal)?;
         if seen.as_deref() != Some(&*checked) {
-            return Err(self.lost(&checked, seen).await);
+            return Err(self.lost(slot, &checked, seen).await);
         }
         T::from_redis_value(Value::Array(answers)).map_err(internal)
     }
 
-    /// A fenced operation found the sentinel no longer `checked` (`seen`:
-    /// its value now, `None` when it vanished, and then this node sets a new
-    /// one unless another did first). Records the loss (once: `Life::record`)
-    /// and answers the caller's error: the operation did nothing, and the
-    /// conversations are being rebuilt. Nothing is retried here.
-    async fn lost(&self, checked: &str, seen: Option<String>) -> EngineError {
+    /// A fenced operation found `slot`'s sentinel no longer `checked`
+    /// (`seen`: its value now, `None` when it vanished, and then this node
+    /// sets a new one unless another did first). Records the loss (once:
+    /// `Life::record`) and answers the caller's error: the operation did
+    /// nothing, and the conversations are being rebuilt. Nothing is retried
+    /// here.
+    async fn lost(&self, slot: u16, checked: &str, seen: Option<String>) -> EngineError {
         let current = match seen {
             Some(current) => Some(current),
-            None => sentinel(&mut self.connection.clone()).await.ok(),
+            None => slot_sentinel(&mut self.connection.clone(), slot).await.ok(),
         };
         // If Redis could not be asked, the sentinel stays `checked`: the next
         // operation, or the health check, finds the change again.
         if let Some(current) = current {
-            self.life.record(checked, &current);
+            self.life.record(slot, checked, &current);
         }
         data_lost()
     }
 
-    /// Reads what `log_event` answers: seq, entry, epoch.
+    /// Reads what `log_event` answers: seq, entry, epoch (and, after an
+    /// ending, the conversation's owner).
     fn appended(result: &[String]) -> EngineResult<Appended> {
-        let [_, entry, epoch] = result else {
+        let [_, entry, epoch, ..] = result else {
             return Err(internal("short reply"));
         };
         let entry: LogEntry = serde_json::from_str(entry).map_err(internal)?;
@@ -560,26 +552,48 @@ impl RedisEngine {
     }
 }
 
-/// Turns pushes into bus messages; a disconnection is reported as an outage.
+/// Turns pushes into bus messages. A disconnection is reported as an
+/// outage; so is a shard channel that Redis Cluster unsubscribed this node
+/// from while it still watches it (its slot moved to another master), after
+/// subscribing to it again where it lives now.
 async fn route_pushes(
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     bus: mpsc::UnboundedSender<BusMessage>,
     outages: mpsc::UnboundedSender<()>,
+    connection: Link,
+    watched: Arc<Mutex<HashSet<String>>>,
 ) {
     while let Some(push) = pushes.recv().await {
+        let channel = match push.data.first() {
+            Some(Value::BulkString(channel)) => String::from_utf8_lossy(channel).into_owned(),
+            _ => String::new(),
+        };
         match push.kind {
             PushKind::Disconnection => {
                 let _ = outages.send(());
             }
-            PushKind::Message => {
-                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
-                    (push.data.first(), push.data.get(1))
-                else {
+            PushKind::Message | PushKind::SMessage => {
+                let Some(Value::BulkString(payload)) = push.data.get(1) else {
                     continue;
                 };
-                let channel = String::from_utf8_lossy(channel);
                 if let Some(message) = parse_publication(&channel, payload) {
                     let _ = bus.send(message);
+                }
+            }
+            PushKind::SUnsubscribe => {
+                let still_watched = watched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&channel);
+                if still_watched {
+                    let mut connection = connection.clone();
+                    let outages = outages.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.subscribe(&channel).await {
+                            tracing::warn!(%channel, %error, "could not subscribe again to a moved shard channel");
+                        }
+                        let _ = outages.send(());
+                    });
                 }
             }
             _ => {}
@@ -613,32 +627,52 @@ fn parse_publication(channel: &str, payload: &[u8]) -> Option<BusMessage> {
 /// rather than `not_found`: nodes are still rebuilding what they hold.
 const REBUILD_WINDOW: Duration = Duration::from_secs(15);
 
-/// Redis's sentinel now, set (to a fresh value) if it has none: one round
+/// `slot`'s sentinel now, set (to a fresh value) if it has none: one round
 /// trip.
-async fn sentinel(connection: &mut ConnectionManager) -> Result<String, RedisError> {
+async fn slot_sentinel(connection: &mut Link, slot: u16) -> Result<String, RedisError> {
     let fresh = Uuid::new_v4().to_string();
-    let key = sentinel_key(None);
+    let key = sentinel_key(connection.slots(), slot);
     let (current,): (Option<String>,) = redis::pipe()
         .cmd("SET")
-        .arg(key)
+        .arg(&key)
         .arg(&fresh)
         .arg("NX")
         .ignore()
-        .get(key)
+        .get(&key)
         .query_async(connection)
         .await?;
     Ok(current.unwrap_or(fresh))
 }
 
-/// Reads the sentinel every `every` (a second by default). After an outage
-/// (a failed read or a reported disconnection), each of the next successful
-/// reads tells every watcher to catch up from the log; a changed sentinel is
-/// recorded as a loss (`Life::record`, shared with the fence: whichever sees
-/// a change first reports it), so that every node rebuilds what it holds even
-/// when no operation ran to notice.
+/// Reads the sentinel of the first slot of every master's slot range (the
+/// one slot of a single server), learning those not known yet and
+/// recording a change as a loss.
+async fn check_sentinels(connection: &mut Link, life: &Life) -> Result<(), RedisError> {
+    for slot in connection.range_starts().await? {
+        let current = slot_sentinel(connection, slot).await?;
+        match life.known(slot) {
+            Some(checked) => life.record(slot, &checked, &current),
+            None => {
+                life.learn(slot, &current);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the sentinels every `every` (a second by default). After an
+/// outage (a failed check or a reported disconnection), the first
+/// successful check subscribes again to every channel this node watches —
+/// a server that came back, or a master that replaced it, may have come up
+/// after the client's own resubscription ran — and each of the next
+/// successful checks tells every watcher to catch up from the log. A
+/// changed sentinel is recorded as a loss (`Life::record`, shared with the
+/// fence: whichever sees a change first reports it), so that every node
+/// rebuilds what it holds even when no operation ran to notice.
 async fn watch_health(
-    mut connection: ConnectionManager,
+    mut connection: Link,
     life: Arc<Life>,
+    watched: Arc<Mutex<HashSet<String>>>,
     mut outages: mpsc::UnboundedReceiver<()>,
     every: Duration,
 ) {
@@ -655,14 +689,17 @@ async fn watch_health(
                 continue;
             }
         }
-        let checked = life.known();
-        let Ok(current) = sentinel(&mut connection).await else {
+        if check_sentinels(&mut connection, &life).await.is_err() {
             catch_ups_owed = CATCH_UPS_AFTER_OUTAGE;
             continue;
-        };
-        life.record(&checked, &current);
+        }
         if life.bus.is_closed() {
             return;
+        }
+        if catch_ups_owed == CATCH_UPS_AFTER_OUTAGE
+            && subscribe_again(&connection, &watched).await.is_err()
+        {
+            continue;
         }
         if catch_ups_owed > 0 {
             catch_ups_owed -= 1;
@@ -671,6 +708,26 @@ async fn watch_health(
             }
         }
     }
+}
+
+/// Subscribes to every watched channel again (a subscription already in
+/// place is only confirmed), all at once.
+async fn subscribe_again(
+    connection: &Link,
+    watched: &Mutex<HashSet<String>>,
+) -> Result<(), RedisError> {
+    let channels: Vec<String> = watched
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    futures_util::future::try_join_all(channels.iter().map(|channel| {
+        let mut connection = connection.clone();
+        async move { connection.subscribe(channel).await }
+    }))
+    .await
+    .map(drop)
 }
 
 fn message_event_json(message: &Message) -> EngineResult<(String, String)> {
@@ -728,7 +785,7 @@ impl Engine for RedisEngine {
 
     async fn conversation(&self, id: Uuid) -> EngineResult<Option<ConversationInfo>> {
         let (fields,): (Vec<Option<String>>,) = self
-            .fenced(Some(id), |pipe| {
+            .fenced(&meta_keys(id)[0], |pipe| {
                 pipe.cmd("HMGET").arg(&meta_keys(id)[0]).arg(&[
                     "owner",
                     "title",
@@ -753,7 +810,7 @@ impl Engine for RedisEngine {
 
     async fn list_conversations(&self, owner: &UserId) -> EngineResult<Vec<ConversationInfo>> {
         let (ids,): (Vec<String>,) = self
-            .fenced(None, |pipe| {
+            .fenced(&user_key(owner), |pipe| {
                 pipe.smembers(user_key(owner));
             })
             .await?;
@@ -779,23 +836,49 @@ impl Engine for RedisEngine {
     async fn delete_conversation(&self, id: Uuid) -> EngineResult<()> {
         let owner = self.conversation(id).await?.map(|info| info.owner);
         let removed = self.run(id, "delete", &[]).await?;
-        let mut pipe = redis::pipe();
+        let mut connection = self.connection.clone();
+        let mut commands = Vec::new();
+        let mut streaming = None;
         for item in &removed {
             if let Some(message_id) = item.strip_prefix('m') {
-                pipe.del(format!("cs:msg:{message_id}")).ignore();
-                pipe.zrem(IN_FLIGHT_KEY, format!("{id}:{message_id}"))
-                    .ignore();
+                commands.push(
+                    redis::cmd("DEL")
+                        .arg(format!("cs:msg:{message_id}"))
+                        .to_owned(),
+                );
             } else if let Some(member) = item.strip_prefix('t') {
-                pipe.del(format!("cs:turn:{member}")).ignore();
+                commands.push(
+                    redis::cmd("DEL")
+                        .arg(format!("cs:turn:{member}"))
+                        .to_owned(),
+                );
+            } else if let Some(message_id) = item.strip_prefix('s') {
+                streaming = message_id.parse::<Uuid>().ok();
             }
         }
-        if let Some(owner) = owner {
-            pipe.srem(user_key(&owner), id.to_string()).ignore();
+        if let Some(message_id) = streaming {
+            commands.push(
+                redis::cmd("ZREM")
+                    .arg(in_flight_key(connection.slots(), id))
+                    .arg(in_flight_member(id, message_id))
+                    .to_owned(),
+            );
         }
-        let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(map_error)
+        if let Some(owner) = &owner {
+            commands.push(
+                redis::cmd("SREM")
+                    .arg(user_key(owner))
+                    .arg(id.to_string())
+                    .to_owned(),
+            );
+        }
+        connection.run_each(commands).await.map_err(map_error)?;
+        if let (Some(owner), Some(message_id)) = (&owner, streaming) {
+            self.user_generations
+                .release(&mut connection, owner, id, message_id)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn start_turn(&self, request: TurnRequest) -> EngineResult<Turn> {
@@ -953,25 +1036,40 @@ impl Engine for RedisEngine {
         };
         if outcome == "rebuilt" {
             let ttl = self.conversation_ttl.as_secs().max(1);
-            let mut pipe = redis::pipe();
-            pipe.sadd(user_key(&copy.info.owner), id.to_string())
-                .ignore();
+            let mut connection = self.connection.clone();
+            let now = Utc::now().timestamp_millis();
+            let mut commands = vec![
+                redis::cmd("SADD")
+                    .arg(user_key(&copy.info.owner))
+                    .arg(id.to_string())
+                    .to_owned(),
+            ];
             for message in &copy.messages {
-                pipe.set_ex(message_key(message.id), id.to_string(), ttl)
-                    .ignore();
+                commands.push(
+                    redis::cmd("SET")
+                        .arg(message_key(message.id))
+                        .arg(id.to_string())
+                        .arg("EX")
+                        .arg(ttl)
+                        .to_owned(),
+                );
                 if message.status == MessageStatus::Streaming {
-                    pipe.zadd(
-                        IN_FLIGHT_KEY,
-                        in_flight_member(id, message.id),
-                        Utc::now().timestamp_millis(),
-                    )
-                    .ignore();
+                    commands.push(
+                        redis::cmd("ZADD")
+                            .arg(in_flight_key(connection.slots(), id))
+                            .arg(now)
+                            .arg(in_flight_member(id, message.id))
+                            .to_owned(),
+                    );
+                    commands.push(UserGenerations::recount(
+                        &copy.info.owner,
+                        id,
+                        message.id,
+                        now,
+                    ));
                 }
             }
-            let mut connection = self.connection.clone();
-            pipe.query_async::<()>(&mut connection)
-                .await
-                .map_err(map_error)?;
+            connection.run_each(commands).await.map_err(map_error)?;
             tracing::info!(conversation_id = %id, %epoch, "conversation rebuilt under a new epoch");
         }
         Ok(epoch.as_str().into())
@@ -995,7 +1093,7 @@ impl Engine for RedisEngine {
 
     async fn message(&self, message_id: Uuid) -> EngineResult<Option<MessageInfo>> {
         let (conversation,): (Option<String>,) = self
-            .fenced(None, |pipe| {
+            .fenced(&message_key(message_id), |pipe| {
                 pipe.get(message_key(message_id));
             })
             .await?;
@@ -1004,7 +1102,7 @@ impl Engine for RedisEngine {
         };
         let keys = meta_keys(conversation_id);
         let (owner, stored): (Option<String>, Option<String>) = self
-            .fenced(Some(conversation_id), |pipe| {
+            .fenced(&keys[0], |pipe| {
                 pipe.hget(&keys[0], "owner")
                     .hget(&keys[2], message_id.to_string());
             })
@@ -1027,19 +1125,17 @@ impl Engine for RedisEngine {
     }
 
     async fn watch(&self, conversation_id: Uuid) -> EngineResult<()> {
+        let channel = events_channel(conversation_id);
+        self.watched_channels().insert(channel.clone());
         let mut connection = self.connection.clone();
-        connection
-            .subscribe(events_channel(conversation_id))
-            .await
-            .map_err(map_error)
+        connection.subscribe(&channel).await.map_err(map_error)
     }
 
     async fn unwatch(&self, conversation_id: Uuid) -> EngineResult<()> {
+        let channel = events_channel(conversation_id);
+        self.watched_channels().remove(&channel);
         let mut connection = self.connection.clone();
-        connection
-            .unsubscribe(events_channel(conversation_id))
-            .await
-            .map_err(map_error)
+        connection.unsubscribe(&channel).await.map_err(map_error)
     }
 
     async fn renew_lease(
@@ -1078,11 +1174,15 @@ impl Engine for RedisEngine {
     async fn claim_orphans(&self, holder: &str, ttl: Duration) -> EngineResult<Vec<(Uuid, Uuid)>> {
         // Fenced: an empty list after a loss is no news of orphans. As every
         // node scans every 500 ms, this also notices a loss on idle nodes.
-        let (members,): (Vec<String>,) = self
-            .fenced(None, |pipe| {
-                pipe.zrange(IN_FLIGHT_KEY, 0, -1);
-            })
-            .await?;
+        let mut members = Vec::new();
+        for key in in_flight_keys(self.connection.slots()) {
+            let (partition,): (Vec<String>,) = self
+                .fenced(&key, |pipe| {
+                    pipe.zrange(&key, 0, -1);
+                })
+                .await?;
+            members.extend(partition);
+        }
         let mut connection = self.connection.clone();
         let replies: Vec<(Uuid, Uuid)> = members
             .iter()
@@ -1095,11 +1195,19 @@ impl Engine for RedisEngine {
             return Ok(Vec::new());
         }
         // One round trip finds the lapsed leases; only those are claimed.
-        let mut pipe = redis::pipe();
-        for (conversation_id, message_id) in &replies {
-            pipe.exists(lease_key(*conversation_id, *message_id));
-        }
-        let held: Vec<bool> = pipe.query_async(&mut connection).await.map_err(map_error)?;
+        let held: Vec<bool> = connection
+            .query_each(
+                replies
+                    .iter()
+                    .map(|(conversation_id, message_id)| {
+                        redis::cmd("EXISTS")
+                            .arg(lease_key(*conversation_id, *message_id))
+                            .to_owned()
+                    })
+                    .collect(),
+            )
+            .await
+            .map_err(map_error)?;
         let ttl = ttl.as_millis().to_string();
         let mut claimed = Vec::new();
         for (&(conversation_id, message_id), held) in replies.iter().zip(held) {
@@ -1120,12 +1228,7 @@ impl Engine for RedisEngine {
             };
             match outcome.first().map(String::as_str) {
                 Some("claimed") => claimed.push((conversation_id, message_id)),
-                Some("ended") => {
-                    let _: () = connection
-                        .zrem(IN_FLIGHT_KEY, in_flight_member(conversation_id, message_id))
-                        .await
-                        .map_err(map_error)?;
-                }
+                Some("ended") => self.forget_in_flight(conversation_id, message_id).await?,
                 _ => {}
             }
         }
@@ -1143,8 +1246,8 @@ impl Engine for RedisEngine {
         if let Some(node) = holder.first().filter(|h| !h.is_empty()) {
             let control = serde_json::to_string(&Control { stop: message_id }).map_err(internal)?;
             let mut connection = self.connection.clone();
-            let _: () = connection
-                .publish(node_channel(node), control)
+            connection
+                .publish(&node_channel(node), &control)
                 .await
                 .map_err(map_error)?;
         }
@@ -1278,11 +1381,38 @@ impl RedisEngine {
                 &[kind, &id, &event_json, status, &error, holder],
             )
             .await?;
-        let mut connection = self.connection.clone();
-        let _: Result<(), _> = connection
-            .zrem(IN_FLIGHT_KEY, in_flight_member(conversation_id, message_id))
-            .await;
+        // The reply is no longer in flight nor counted toward its user's
+        // limit. Best effort: failover drops an ended reply it finds in
+        // flight, and a count whose reply ended is dropped when it matters.
+        let _ = self.forget_in_flight(conversation_id, message_id).await;
+        if let Some(owner) = result.get(3).and_then(|owner| UserId::parse(owner)) {
+            let _ = self
+                .user_generations
+                .release(
+                    &mut self.connection.clone(),
+                    &owner,
+                    conversation_id,
+                    message_id,
+                )
+                .await;
+        }
         Self::appended(&result)
+    }
+
+    /// Takes a reply out of the in-flight replies failover scans.
+    async fn forget_in_flight(&self, conversation_id: Uuid, message_id: Uuid) -> EngineResult<()> {
+        let mut connection = self.connection.clone();
+        connection
+            .zrem(
+                in_flight_key(connection.slots(), conversation_id),
+                in_flight_member(conversation_id, message_id),
+            )
+            .await
+            .map_err(map_error)
+    }
+
+    fn watched_channels(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Appends the user's message and the streaming reply (creating the
@@ -1311,6 +1441,15 @@ impl RedisEngine {
                 .await
                 .map_err(map_error)?;
         }
+        self.user_generations
+            .reserve(
+                &mut connection,
+                &request.user,
+                conversation_id,
+                reply.id,
+                self.limits.max_generations_per_user,
+            )
+            .await?;
         let result = self
             .run(
                 conversation_id,
@@ -1332,7 +1471,17 @@ impl RedisEngine {
                     &super::LEASE_TTL.as_millis().to_string(),
                 ],
             )
-            .await?;
+            .await;
+        let result = match result {
+            Ok(result) => result,
+            Err(refused) => {
+                let _ = self
+                    .user_generations
+                    .release(&mut connection, &request.user, conversation_id, reply.id)
+                    .await;
+                return Err(refused);
+            }
+        };
         let [epoch, user_seq] = result.as_slice() else {
             return Err(internal("short reply"));
         };
@@ -1343,23 +1492,29 @@ impl RedisEngine {
         };
         let user_seq: u64 = user_seq.parse().map_err(internal)?;
         let ttl = self.conversation_ttl.as_secs().max(1);
-        let mut pipe = redis::pipe();
-        pipe.set_ex(
-            message_key(user_message.id),
-            conversation_id.to_string(),
-            ttl,
-        )
-        .ignore()
-        .set_ex(message_key(reply.id), conversation_id.to_string(), ttl)
-        .ignore()
-        .expire(user_key(&request.user), ttl as i64)
-        .ignore()
-        .zadd(
-            IN_FLIGHT_KEY,
-            in_flight_member(conversation_id, reply.id),
-            now.timestamp_millis(),
-        )
-        .ignore();
+        let index = |message_id: Uuid| {
+            redis::cmd("SET")
+                .arg(message_key(message_id))
+                .arg(conversation_id.to_string())
+                .arg("EX")
+                .arg(ttl)
+                .to_owned()
+        };
+        let mut commands = vec![
+            index(user_message.id),
+            index(reply.id),
+            redis::cmd("EXPIRE")
+                .arg(user_key(&request.user))
+                .arg(ttl)
+                .to_owned(),
+        ];
+        commands.push(
+            redis::cmd("ZADD")
+                .arg(in_flight_key(connection.slots(), conversation_id))
+                .arg(now.timestamp_millis())
+                .arg(in_flight_member(conversation_id, reply.id))
+                .to_owned(),
+        );
         if let Some(client_msg_id) = request.client_msg_id {
             let remembered = RememberedTurn {
                 content: request.content.clone(),
@@ -1367,16 +1522,16 @@ impl RedisEngine {
                 ack,
                 user_seq,
             };
-            pipe.set_ex(
-                turn_key(&request.user, client_msg_id),
-                serde_json::to_string(&remembered).map_err(internal)?,
-                TURN_MEMORY.as_secs(),
-            )
-            .ignore();
+            commands.push(
+                redis::cmd("SET")
+                    .arg(turn_key(&request.user, client_msg_id))
+                    .arg(serde_json::to_string(&remembered).map_err(internal)?)
+                    .arg("EX")
+                    .arg(TURN_MEMORY.as_secs())
+                    .to_owned(),
+            );
         }
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(map_error)?;
+        connection.run_each(commands).await.map_err(map_error)?;
         Ok(Turn {
             ack,
             epoch: epoch.as_str().into(),

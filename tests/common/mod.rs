@@ -4,9 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod follower;
 pub mod local_cluster;
 pub mod node_process;
 pub mod postgres;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod tcp_proxy;
 
