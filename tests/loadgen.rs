@@ -5,6 +5,7 @@ mod common;
 
 use chatstream::loadgen::{self, LoadArgs};
 use common::TestNode;
+use common::redis_server::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_counts_what_was_sent_and_received() {
@@ -60,6 +61,43 @@ async fn the_report_counts_what_was_sent_and_received() {
     node.stop().await;
 }
 
+/// Given two nodes, each client sends to one and its watchers follow on
+/// the other: every event crosses Redis to reach them, and still arrives
+/// once, in order. With the second node gone, the run cannot even start,
+/// so it was used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_across_nodes_loses_nothing() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        TestNode::start(|s| s.redis_url = Some(redis.url())).await,
+        TestNode::start(|s| s.redis_url = Some(redis.url())).await,
+    );
+    let (clients, messages, watchers) = (4, 2, 1);
+    let args = LoadArgs {
+        url: vec![
+            format!("http://{}", a.node.addr),
+            format!("http://{}", b.node.addr),
+        ],
+        clients,
+        messages,
+        watchers,
+        ..LoadArgs::new("")
+    };
+    let report = loadgen::run(&args).await.expect("the load runs");
+    assert_eq!(report.error_count, 0, "{:?}", report.errors);
+    assert_eq!(report.turns, (clients * messages) as u64);
+    assert_eq!(report.events_received, report.events_expected);
+    assert_eq!(report.events_expected, report.events_appended * 2);
+    assert_eq!(report.gaps, 0);
+
+    b.stop().await;
+    assert!(
+        loadgen::run(&args).await.is_err(),
+        "the second node was used"
+    );
+    a.stop().await;
+}
+
 #[tokio::test]
 async fn refuses_targets_off_this_machine() {
     for url in [
@@ -75,4 +113,10 @@ async fn refuses_targets_off_this_machine() {
         ..LoadArgs::new("http://127.0.0.1:9")
     };
     assert!(loadgen::run(&too_many).await.is_err());
+    let among_others = LoadArgs {
+        url: vec!["http://127.0.0.1:9".into(), "http://10.1.2.3:8080".into()],
+        ..LoadArgs::new("")
+    };
+    let error = loadgen::run(&among_others).await.unwrap_err();
+    assert!(error.to_string().contains("loopback"), "{error}");
 }

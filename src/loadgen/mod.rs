@@ -61,9 +61,13 @@ const SETUP_CONCURRENCY: usize = 32;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// The node or proxy to load (http://ADDRESS:PORT); loopback addresses only.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// The node or proxy to load (http://ADDRESS:PORT); loopback addresses
+    /// only. Several nodes, comma-separated, make the load cross them:
+    /// client i sends to node i mod N (which generates its replies) and its
+    /// watchers follow on node i + 1 mod N, so that every event they get
+    /// travels between nodes through Redis.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_delimiter = ',')]
+    pub url: Vec<String>,
 
     /// Concurrent clients, each with its own guest and conversation.
     #[arg(long, short = 'c', default_value_t = 10)]
@@ -95,7 +99,7 @@ impl LoadArgs {
     /// A small run against `url`, with the flags' defaults.
     pub fn new(url: impl Into<String>) -> LoadArgs {
         LoadArgs {
-            url: url.into(),
+            url: vec![url.into()],
             clients: 10,
             messages: 10,
             watchers: 0,
@@ -122,6 +126,9 @@ impl LoadArgs {
         if !(1..=MAX_DURATION_SECS).contains(&self.duration_secs) {
             bail!("--duration-secs must be 1 to {MAX_DURATION_SECS}");
         }
+        if self.url.is_empty() {
+            bail!("--url must name at least one node");
+        }
         if self.content.is_empty() {
             bail!("--content must not be empty");
         }
@@ -143,7 +150,11 @@ pub async fn main(args: LoadArgs) -> anyhow::Result<()> {
 /// Runs the load and reports what was received.
 pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     args.check()?;
-    let target = Target::parse(&args.url)?;
+    let targets = args
+        .url
+        .iter()
+        .map(|url| Target::parse(url))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
@@ -151,7 +162,11 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let prepared = tokio::time::timeout(
         SETUP_TIMEOUT,
         stream::iter(0..args.clients)
-            .map(|_| setup::prepare(&target, &http, args.watchers))
+            .map(|i| {
+                let sending = &targets[i % targets.len()];
+                let watching = &targets[(i + 1) % targets.len()];
+                setup::prepare(sending, watching, &http, args.watchers)
+            })
             .buffer_unordered(SETUP_CONCURRENCY)
             .collect::<Vec<_>>(),
     )
@@ -216,7 +231,11 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     let stopped_by_deadline = last_done >= deadline;
     let elapsed = last_done.min(deadline).duration_since(started);
     let shape = Shape {
-        target: target.to_string(),
+        target: targets
+            .iter()
+            .map(Target::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         clients: args.clients,
         messages_per_client: args.messages,
         watchers_per_conversation: args.watchers,

@@ -22,8 +22,11 @@ pub struct Prepared {
     pub watchers: Vec<Socket>,
 }
 
+/// The sender's socket on `target`, its watchers' on `watching` (the same
+/// node, or another).
 pub async fn prepare(
     target: &Target,
+    watching: &Target,
     http: &reqwest::Client,
     watchers: usize,
 ) -> anyhow::Result<Prepared> {
@@ -47,11 +50,10 @@ pub async fn prepare(
         .error_for_status()?
         .json()
         .await?;
-    let url = target.websocket(&guest.token);
-    let sender = Socket::connect(&url).await?;
+    let sender = Socket::connect(&target.websocket(&guest.token)).await?;
     let mut followers = Vec::with_capacity(watchers);
     for _ in 0..watchers {
-        let mut watcher = Socket::connect(&url).await?;
+        let mut watcher = Socket::connect(&watching.websocket(&guest.token)).await?;
         subscribe(&mut watcher, &conversation).await?;
         followers.push(watcher);
     }
