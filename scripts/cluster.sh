@@ -104,8 +104,13 @@ up() {
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
   if [ -z "${CHATSTREAM_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --release --quiet)
-    CHATSTREAM_BIN="$ROOT/target/release/chatstream"
+    (cd "$ROOT" && cargo build --release --quiet --bin chatstream)
+    # Where cargo put it: CARGO_TARGET_DIR or cargo's configuration may
+    # move the target directory away from ./target.
+    local target_dir
+    target_dir="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    CHATSTREAM_BIN="$target_dir/release/chatstream"
   fi
   {
     echo "CHATSTREAM_BIN=$CHATSTREAM_BIN"

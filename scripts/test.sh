@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the Rust suites (unit, actor, black-box
-# WebSocket, engine conformance on memory and a real redis-server, multi-node
-# cluster), a bounded fuzzing run, then the browser UI's unit tests and its
-# end-to-end tests in headless Chromium. Needs redis-server, chromium and the
+# WebSocket, engine conformance on memory, a real redis-server and a real
+# Redis Cluster, multi-node cluster, TLS to Redis), the deployment files'
+# checks (scripts/check-deploy.sh), a bounded fuzzing run, then the browser
+# UI's unit tests and its end-to-end tests in headless Chromium. Needs
+# redis-server, openssl, promtool, kubernetes-validate, chromium and the
 # nightly Rust toolchain (.ci/run installs them on a fresh machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --all-targets
 cargo test --all-targets
+scripts/check-deploy.sh
 
 # Bounded fuzzing of the parsers that take hostile input (scripts/fuzz.sh);
 # needs the nightly toolchain, which .ci/run installs.
