@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::node_process::NodeProcess;
-use common::{Client, DEADLINE, ends, http_client};
+use common::{Client, DEADLINE, Guest, ends};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_chatstream");
@@ -436,34 +436,20 @@ async fn json_logs_carry_span_fields_and_no_credentials() {
     });
     let started: Value = serde_json::from_str(&started).unwrap();
     let addr = started["fields"]["addr"].as_str().unwrap().to_owned();
-    let http = http_client();
-
-    let guest: Value = http
-        .post(format!("http://{addr}/api/auth/guest"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = guest["token"].as_str().unwrap().to_owned();
+    let guest = Guest::new(addr.parse().unwrap()).await;
+    let token = guest.token.clone();
     // The token in the query too: the request's span must not show it.
-    let listed = http
-        .get(format!("http://{addr}/api/conversations?token={token}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), 200);
-    let ticket: Value = http
-        .post(format!("http://{addr}/api/ws-ticket"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, _) = guest
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/conversations?token={token}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, ticket) = guest
+        .call(reqwest::Method::POST, "/api/ws-ticket", None)
+        .await;
     let ticket = ticket["ticket"].as_str().unwrap().to_owned();
 
     let mut socket = Client::connect(&format!("ws://{addr}/ws/chat?ticket={ticket}")).await;

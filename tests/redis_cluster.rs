@@ -209,3 +209,56 @@ async fn a_master_restarted_empty_mid_reply_is_rebuilt() {
         node.stop().await;
     }
 }
+
+/// A conversation's slot moved to another master mid-reply (a reshard):
+/// while its keys move, commands are sent on (`ASK`) or retried
+/// (`TRYAGAIN`); its shard channel follows the slot; every follower ends
+/// with the complete reply, with no gap, repeat or reordering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_mid_reply_loses_nothing() {
+    let cluster = RedisCluster::start();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let seeds = cluster.seeds();
+        nodes.push(
+            TestNode::start(|s| {
+                s.redis_cluster_nodes = seeds;
+                s.node_id = Some(format!("node-{i}"));
+                s.demo_token_delay_ms = 20;
+                s.demo_reply_tokens = 200;
+            })
+            .await,
+        );
+    }
+    let (token, _) = nodes[0].guest().await;
+    let sender = Follower::start(&nodes[0].ws_url(&token), "moved while streaming").await;
+    let watcher = Follower::watch(&nodes[1].ws_url(&token), &sender.0).await;
+    let mut followers = advance(vec![sender, watcher], 10).await;
+    let slot = key_slot(
+        &format!("cs:{{{}}}:meta", followers[0].0.conversation),
+        &cluster,
+    );
+    let from = cluster.master_of(slot).port;
+    let to = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| n.master && n.port != from)
+        .unwrap()
+        .port;
+
+    cluster.move_slot(slot, to);
+    assert_eq!(cluster.master_of(slot).port, to);
+    followers = advance(followers, 30).await;
+    assert!(
+        followers.iter().all(|(f, _)| !f.ended()),
+        "the slot moved while the reply streamed"
+    );
+    let old_epoch = followers[0].0.view.epoch.clone();
+    for follower in finish(followers).await {
+        assert_eq!(follower.view.epoch, old_epoch, "the log moved whole");
+        follower.assert_complete(200);
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -306,6 +306,64 @@ impl RedisCluster {
         replica.port
     }
 
+    /// Moves `slot` to the master on `to_port` as `redis-cli --cluster
+    /// reshard` does, one slot at a time: the slot is marked importing on
+    /// the target and migrating on its owner, its keys are moved a batch at
+    /// a time (`MIGRATE`) while clients keep writing (they are sent on with
+    /// `ASK`, or told `TRYAGAIN` by a command whose keys are split), then
+    /// every master is told the slot's new owner.
+    pub fn move_slot(&self, slot: u16, to_port: u16) {
+        let from = self.master_of(slot);
+        let nodes = self.nodes();
+        let to = nodes.iter().find(|n| n.port == to_port).unwrap();
+        assert!(
+            to.master && to.port != from.port,
+            "a move to another master"
+        );
+        let setslot = |port: u16, state: &str, id: &str| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(id)
+                .query(&mut self.connection(port))
+                .unwrap();
+        };
+        setslot(to.port, "IMPORTING", &from.id);
+        setslot(from.port, "MIGRATING", &to.id);
+        let mut source = self.connection(from.port);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut source)
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to.port)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut source)
+                .unwrap();
+        }
+        for master in nodes.iter().filter(|n| n.master) {
+            setslot(master.port, "NODE", &to.id);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.master_of(slot).port != to.port {
+            assert!(Instant::now() < deadline, "the slot did not move");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_until_settled();
+    }
+
     /// Keys a server holds (`DBSIZE`).
     pub fn keys_on(&self, port: u16) -> u64 {
         redis::cmd("DBSIZE")
