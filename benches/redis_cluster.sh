@@ -21,10 +21,12 @@ out="$(cd "$out" && pwd)"
 
 # name, ms between demo tokens, COALESCE_MS, clients, messages
 SCENARIOS=(
-  "paced-d20-c5-300  20 5 300 3"
-  "paced-d20-c5-900  20 5 900 3"
-  "stress-d1-c5-300   1 5 300 10"
+  "paced-d20-c5-150  20 5 150 3"
+  "stress-d1-c5-100   1 5 100 10"
 )
+# The setups alternate, ROUNDS times, so that drift of this shared
+# machine's load shows as a difference between rounds, not between setups.
+ROUNDS="${ROUNDS:-2}"
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -52,12 +54,15 @@ start_redis() {
     REDIS_ENV="REDIS_URL=redis://127.0.0.1:$port"
     return
   fi
-  local seeds=()
+  local seeds=() bus
   for _ in 1 2 3; do
     port=$(free_port)
+    # Its own bus port: the default, port + 10000, may not exist.
+    bus=$(free_port)
     mkdir -p "$dir/$port"
     redis-server --bind 127.0.0.1 --port "$port" --dir "$dir/$port" --save "" --appendonly no \
-      --cluster-enabled yes --cluster-config-file nodes.conf >"$dir/redis-$port.log" 2>&1 &
+      --cluster-enabled yes --cluster-port "$bus" --cluster-config-file nodes.conf \
+      >"$dir/redis-$port.log" 2>&1 &
     PIDS+=($!)
     REDIS_PIDS+=($!)
     wait_redis "$port"
@@ -72,43 +77,44 @@ start_redis() {
   REDIS_ENV="REDIS_CLUSTER_NODES=$(printf 'redis://%s,' "${seeds[@]}" | sed 's/,$//')"
 }
 
-for setup in one cluster; do
+for round in $(seq 1 "$ROUNDS"); do
   for line in "${SCENARIOS[@]}"; do
-    read -r name delay coalesce clients messages <<<"$line"
-    run="$setup-$name"
-    dir=$(mktemp -d "$out/$run-XXXX")
-    start_redis "$setup" "$dir"
-    urls=()
-    node_pids=()
-    for n in 1 2 3; do
-      port=$(free_port)
-      env "$REDIS_ENV" BIND="127.0.0.1:$port" NODE_ID="node-$n" DEMO_TOKEN_DELAY_MS="$delay" \
-        DEMO_REPLY_TOKENS=120 COALESCE_MS="$coalesce" FRAMES_PER_SECOND=1000 \
-        MAX_GENERATIONS_PER_USER=1000 GUEST_TOKENS_PER_MINUTE=1000000 API_REQUESTS_PER_SECOND=1000000 \
-        AUTH_SECRET=bench-secret-of-at-least-thirty-two-bytes ADMIN_TOKEN=bench-admin-token-of-at-least-32-bytes \
-        RUST_LOG=warn "$BIN" serve >>"$dir/node-$n.log" 2>&1 &
-      node_pids+=($!)
-      PIDS+=($!)
-      urls+=("http://127.0.0.1:$port")
-    done
-    for u in "${urls[@]}"; do
-      for _ in $(seq 1 200); do curl -fsS -o /dev/null "$u/readyz" 2>/dev/null && break; sleep 0.05; done
-    done
-    redis_pids="${REDIS_PIDS[*]}"
-    for p in "${REDIS_PORTS[@]}"; do redis-cli -p "$p" config resetstat >/dev/null; done
-    ticks "${node_pids[*]} $redis_pids" >"$dir/cpu-before"
-    "$BIN" load --url "$(IFS=,; echo "${urls[*]}")" -c "$clients" -n "$messages" -w 1 \
-      --duration-secs 60 --json >"$dir/report.json" 2>"$dir/load.err" &
-    load_pid=$!
-    wait "$load_pid"
-    ticks "${node_pids[*]} $redis_pids" >"$dir/cpu-after"
-    for p in "${REDIS_PORTS[@]}"; do
-      {
-        echo "port $p keys $(redis-cli -p "$p" dbsize)"
-        redis-cli -p "$p" info commandstats | tr -d '\r' | grep '^cmdstat_'
-      } >"$dir/redis-$p.stats"
-    done
-    python3 - "$dir" "$run" <<'PY'
+    for setup in one cluster; do
+      read -r name delay coalesce clients messages <<<"$line"
+      run="$setup-$name-r$round"
+      dir=$(mktemp -d "$out/$run-XXXX")
+      start_redis "$setup" "$dir"
+      urls=()
+      node_pids=()
+      for n in 1 2 3; do
+        port=$(free_port)
+        env "$REDIS_ENV" BIND="127.0.0.1:$port" NODE_ID="node-$n" DEMO_TOKEN_DELAY_MS="$delay" \
+          DEMO_REPLY_TOKENS=120 COALESCE_MS="$coalesce" FRAMES_PER_SECOND=1000 \
+          MAX_GENERATIONS_PER_USER=1000 GUEST_TOKENS_PER_MINUTE=1000000 API_REQUESTS_PER_SECOND=1000000 \
+          AUTH_SECRET=bench-secret-of-at-least-thirty-two-bytes ADMIN_TOKEN=bench-admin-token-of-at-least-32-bytes \
+          RUST_LOG=warn "$BIN" serve >>"$dir/node-$n.log" 2>&1 &
+        node_pids+=($!)
+        PIDS+=($!)
+        urls+=("http://127.0.0.1:$port")
+      done
+      for u in "${urls[@]}"; do
+        for _ in $(seq 1 200); do curl -fsS -o /dev/null "$u/readyz" 2>/dev/null && break; sleep 0.05; done
+      done
+      redis_pids="${REDIS_PIDS[*]}"
+      for p in "${REDIS_PORTS[@]}"; do redis-cli -p "$p" config resetstat >/dev/null; done
+      ticks "${node_pids[*]} $redis_pids" >"$dir/cpu-before"
+      "$BIN" load --url "$(IFS=,; echo "${urls[*]}")" -c "$clients" -n "$messages" -w 1 \
+        --duration-secs 60 --json >"$dir/report.json" 2>"$dir/load.err" &
+      load_pid=$!
+      wait "$load_pid"
+      ticks "${node_pids[*]} $redis_pids" >"$dir/cpu-after"
+      for p in "${REDIS_PORTS[@]}"; do
+        {
+          echo "port $p keys $(redis-cli -p "$p" dbsize)"
+          redis-cli -p "$p" info commandstats | tr -d '\r' | grep '^cmdstat_'
+        } >"$dir/redis-$p.stats"
+      done
+      python3 - "$dir" "$run" <<'PY'
 import json, os, sys
 d, run = sys.argv[1], sys.argv[2]
 hz = os.sysconf("SC_CLK_TCK")
@@ -117,7 +123,7 @@ def load(name):
 before, after = load("cpu-before"), load("cpu-after")
 r = json.load(open(f"{d}/report.json"))
 el = r["elapsed_secs"]
-nodes = sum(after[p][1] - before[p][1] for p in after if after[p][0] == "chatstream") / hz
+nodes = sum(after[p][1] - before[p][1] for p in after if after[p][0] != "redis-server") / hz
 redis = [(after[p][1] - before[p][1]) / hz for p in sorted(after) if after[p][0] == "redis-server"]
 calls = []
 for f in sorted(os.listdir(d)):
@@ -126,11 +132,12 @@ for f in sorted(os.listdir(d)):
         calls.append(total)
 appended = r["events_appended"]
 s = r["append_to_screen_ms"]
-print(f"{run}: appended {appended} ({appended / el:,.0f}/s), received {r['events_received']} of {r['events_expected']}, "
+print(f"{run}: appended {appended} ({appended / el:,.0f}/s) in {el:.1f} s{' (deadline)' if r['stopped_by_deadline'] else ''}, received {r['events_received']} of {r['events_expected']}, "
       f"gaps {r['gaps']}, errors {r['error_count']}, append->screen p50 {s['p50']:.2f} p99 {s['p99']:.2f} ms, "
       f"CPU nodes {nodes / el:.2f} cores, redis {' + '.join(f'{x / el:.2f}' for x in redis)} cores, "
       f"{(nodes + sum(redis)) * 1e6 / appended:.1f} us/event, redis calls per server {calls}")
 PY
-    stop_all
+      stop_all
+    done
   done
 done
