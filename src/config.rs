@@ -22,6 +22,7 @@ mod heading {
     pub const MODELS: &str = "Models and upstreams";
     pub const DEMO: &str = "Demo model";
     pub const LOGGING: &str = "Logging";
+    pub const EXPORT: &str = "Events export";
 }
 
 /// Where a node listens unless told otherwise; `chatstream healthcheck`
@@ -276,6 +277,48 @@ pub struct Settings {
     #[arg(long, env = "DEMO_REPLY_TOKENS", default_value_t = 120, help_heading = heading::DEMO)]
     pub demo_reply_tokens: usize,
 
+    /// Kafka brokers (comma-separated `host:port`) to export conversation
+    /// events to (docs/events.md); unset: no export, and no events are
+    /// written to the store's outbox.
+    #[arg(long, env = "KAFKA_BROKERS", value_delimiter = ',', help_heading = heading::EXPORT)]
+    pub kafka_brokers: Vec<String>,
+
+    /// The topic events are published to, keyed by conversation id.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "chatstream.events", help_heading = heading::EXPORT)]
+    pub kafka_topic: String,
+
+    /// SASL mechanism for the brokers: `PLAIN`, `SCRAM-SHA-256` or
+    /// `SCRAM-SHA-512` (with `KAFKA_SASL_USERNAME` and `KAFKA_SASL_PASSWORD`).
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum, ignore_case = true, help_heading = heading::EXPORT)]
+    pub kafka_sasl_mechanism: Option<KafkaSaslMechanism>,
+
+    /// SASL user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME", help_heading = heading::EXPORT)]
+    pub kafka_sasl_username: Option<String>,
+
+    /// SASL password.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true, help_heading = heading::EXPORT)]
+    pub kafka_sasl_password: Option<String>,
+
+    /// Connect to the brokers with TLS.
+    #[arg(long, env = "KAFKA_TLS", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), help_heading = heading::EXPORT)]
+    pub kafka_tls: bool,
+
+    /// PEM file of the certificate authority that signed the brokers' TLS
+    /// certificates, when it is not one the system trusts (implies `KAFKA_TLS`).
+    #[arg(long, env = "KAFKA_TLS_CA_FILE", help_heading = heading::EXPORT)]
+    pub kafka_tls_ca_file: Option<std::path::PathBuf>,
+
+    /// Put message text and conversation titles in events (off: events carry
+    /// ids, model, usage and times only).
+    #[arg(long, env = "KAFKA_INCLUDE_TEXT", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), help_heading = heading::EXPORT)]
+    pub kafka_include_text: bool,
+
+    /// How long a node holds the outbox rows it is publishing before another
+    /// node may take them over (a node that died mid-batch), in milliseconds.
+    #[arg(long, env = "KAFKA_CLAIM_LEASE_MS", default_value_t = 30_000, help_heading = heading::EXPORT)]
+    pub kafka_claim_lease_ms: u64,
+
     #[command(flatten)]
     pub logging: Logging,
 }
@@ -293,6 +336,17 @@ pub struct Logging {
     /// `warn,chatstream=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = log_filter, help_heading = heading::LOGGING)]
     pub log_filter: String,
+}
+
+/// The SASL mechanisms the Kafka client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaSaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

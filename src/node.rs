@@ -89,12 +89,25 @@ impl Node {
         };
         let providers = default_providers(&settings)?;
         let Some(url) = store_url else {
+            if crate::actors::exporter::kafka::ExportConfig::from_settings(&settings)?.is_some() {
+                anyhow::bail!(
+                    "KAFKA_BROKERS needs a durable store (DATABASE_URL, or DATA_DIR without Redis): events leave through its outbox"
+                );
+            }
             tracing::warn!(
                 "DATABASE_URL is not set: running without a durable store; conversations live only in Redis"
             );
             return Node::start_with(settings, engine, None, providers).await;
         };
-        let store = crate::store::connect(&url)
+        // Events go to the outbox only on a node that exports them: a node
+        // without KAFKA_BROKERS writes none (docs/events.md).
+        let outbox =
+            crate::actors::exporter::kafka::ExportConfig::from_settings(&settings)?.map(|_| {
+                crate::store::OutboxOptions {
+                    include_text: settings.kafka_include_text,
+                }
+            });
+        let store = crate::store::connect_with(&url, outbox)
             .await
             .with_context(|| format!("opening the durable store at {}", without_password(&url)))?;
         let (durable, journal) = DurableEngine::new(engine.clone(), store.clone());

@@ -24,6 +24,9 @@ pub enum ActorKind {
     Failover,
     /// Writes conversations to the durable store (one per node that has one).
     Persister,
+    /// Publishes the store's outbox of events to Kafka (one per node with
+    /// `KAFKA_BROKERS`).
+    Exporter,
 }
 
 /// One live actor.

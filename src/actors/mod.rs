@@ -10,7 +10,8 @@
 //! ├── Generations                    generations/mod.rs
 //! │   └── Generation{message_id}     generations/generation.rs
 //! ├── Failover                       failover.rs
-//! └── Persister                      persister.rs (with a durable store)
+//! ├── Persister                      persister.rs (with a durable store)
+//! └── Exporter                       exporter/ (with KAFKA_BROKERS)
 //! ```
 //!
 //! Actors are spawned only by their supervisors, on the main runtime. The
@@ -20,6 +21,7 @@ pub mod chat;
 pub mod connections;
 pub mod conversations;
 pub mod directory;
+pub mod exporter;
 pub mod failover;
 pub mod generations;
 pub mod persister;

@@ -3,12 +3,13 @@
 //! Spawns the Registry and the three supervisors in dependency order and hands
 //! their addresses to the HTTP layer. Its children are long-lived and never
 //! fail by design; if one does, that is a bug, reported loudly. The
-//! Registry, the Failover scanner and the Persister are started again (their
-//! state lives outside them: the bus is forwarded here, the journal is
-//! shared, and Conversations register with a new Registry and catch up from
-//! the log). The three supervisors hold the node's live actors and cannot be
-//! replaced without losing them: if one fails, `/readyz` answers 503, which
-//! takes the node out of the balancer and lets its orchestrator replace it.
+//! Registry, the Failover scanner, the Persister and the Exporter are started
+//! again (their state lives outside them: the bus is forwarded here, the
+//! journal is shared, the outbox is in the store, and Conversations register
+//! with a new Registry and catch up from the log). The three supervisors hold
+//! the node's live actors and cannot be replaced without losing them: if one
+//! fails, `/readyz` answers 503, which takes the node out of the balancer and
+//! lets its orchestrator replace it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,8 @@ use super::NodeContext;
 use super::connections::{Connections, ConnectionsMsg};
 use super::conversations::{Conversations, ConversationsArgs, ConversationsMsg};
 use super::directory::ActorKind;
+use super::exporter::kafka::ExportConfig;
+use super::exporter::{Exporter, ExporterArgs, ExporterMsg};
 use super::failover::{Failover, FailoverArgs};
 use super::generations::{Generations, GenerationsMsg};
 use super::persister::{Persister, PersisterMsg};
@@ -32,7 +35,9 @@ const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// The directory keys of the node-level actors that must be alive for the
-/// node to be ready (the Persister, when there is one, is added).
+/// node to be ready (the Persister, when there is one, is added). Not the
+/// Exporter: while it is down events wait in the store's outbox and the
+/// node serves as well as ever (`chatstream_outbox_oldest_seconds` tells).
 pub const NODE_ACTORS: [&str; 5] = [
     "registry",
     "generations",
@@ -51,6 +56,8 @@ pub struct NodeActors {
     pub generations: ActorRef<GenerationsMsg>,
     /// Present when the node has a durable store.
     pub persister: Option<ActorRef<PersisterMsg>>,
+    /// Present when the node exports events (`KAFKA_BROKERS`).
+    pub exporter: Option<ActorRef<ExporterMsg>>,
 }
 
 pub enum NodeMsg {
@@ -113,6 +120,10 @@ impl Actor for NodeSupervisor {
             Some(_) => Some(spawn_persister(&context, &root).await?),
             None => None,
         };
+        let exporter = match ExportConfig::from_settings(&context.settings)? {
+            Some(config) => Some(spawn_exporter(&context, config, &root).await?),
+            None => None,
+        };
 
         let conversations_args = ConversationsArgs {
             context: context.clone(),
@@ -144,6 +155,7 @@ impl Actor for NodeSupervisor {
                 conversations,
                 generations,
                 persister,
+                exporter,
             },
             context,
             failover,
@@ -216,8 +228,8 @@ impl Actor for NodeSupervisor {
 }
 
 impl NodeState {
-    /// Starts a failed Registry, Failover or Persister again, within the
-    /// restart budget.
+    /// Starts a failed Registry, Failover, Persister or Exporter again,
+    /// within the restart budget.
     async fn restart(
         &mut self,
         myself: &ActorRef<NodeMsg>,
@@ -230,6 +242,8 @@ impl NodeState {
             "failover"
         } else if self.actors.persister.as_ref().map(|p| p.get_id()) == Some(id) {
             "persister"
+        } else if self.actors.exporter.as_ref().map(|e| e.get_id()) == Some(id) {
+            "exporter"
         } else {
             // A supervisor of live actors: not replaceable; readiness reports it.
             return Ok(());
@@ -258,7 +272,14 @@ impl NodeState {
                 self.failover =
                     spawn_failover(&self.context, &self.actors.generations, &root).await?;
             }
-            _ => self.actors.persister = Some(spawn_persister(&self.context, &root).await?),
+            "persister" => {
+                self.actors.persister = Some(spawn_persister(&self.context, &root).await?)
+            }
+            _ => {
+                let config = ExportConfig::from_settings(&self.context.settings)?
+                    .ok_or("an exporter without KAFKA_BROKERS")?;
+                self.actors.exporter = Some(spawn_exporter(&self.context, config, &root).await?)
+            }
         }
         tracing::warn!(actor = which, "restarted a node-level actor");
         Ok(())
@@ -319,4 +340,23 @@ async fn spawn_persister(
         Some(root),
     );
     Ok(persister)
+}
+
+async fn spawn_exporter(
+    context: &Arc<NodeContext>,
+    config: ExportConfig,
+    root: &ActorCell,
+) -> Result<ActorRef<ExporterMsg>, ActorProcessingErr> {
+    let args = ExporterArgs {
+        context: context.clone(),
+        config,
+    };
+    let (exporter, _) = Actor::spawn_linked(None, Exporter, args, root.clone()).await?;
+    context.directory.add(
+        &exporter.get_cell(),
+        ActorKind::Exporter,
+        "exporter",
+        Some(root),
+    );
+    Ok(exporter)
 }

@@ -41,6 +41,7 @@
 //! database's `LC_CTYPE` does; `C.UTF-8` and any UTF-8 locale fold them).
 
 pub mod group_commit;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
@@ -52,6 +53,7 @@ use uuid::Uuid;
 
 use crate::protocol::{Message, MessageStatus, Role, Usage, UserId};
 
+pub use outbox::{Outbox, OutboxOptions, OutboxRow, OutboxStats};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -183,8 +185,16 @@ pub trait Store: Send + Sync + 'static {
     /// Answers Ok when the database answers a query.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// The outbox of events (`outbox.rs`), when this store writes one (it
+    /// was opened with [`OutboxOptions`]).
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        None
+    }
+
     /// Applies the writes in order, in one transaction: all or nothing.
-    /// Idempotent: applying the same batch again changes nothing.
+    /// Idempotent: applying the same batch again changes nothing. With an
+    /// outbox, the events of what the batch changed are added in the same
+    /// transaction (none for a write that changed nothing).
     async fn apply(&self, writes: &[StoreWrite]) -> StoreResult<()>;
 
     /// None when never stored or deleted.
@@ -239,9 +249,19 @@ pub trait Store: Send + Sync + 'static {
 /// `sqlite::memory:` for a private in-memory database) or
 /// `postgres://…`/`postgresql://…`; applies migrations.
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    connect_with(url, None).await
+}
+
+/// [`connect`], writing the outbox of events when `outbox` is given.
+pub async fn connect_with(
+    url: &str,
+    outbox: Option<OutboxOptions>,
+) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
         if rest == ":memory:" || rest == "//:memory:" {
-            return Ok(Arc::new(SqliteStore::open_in_memory().await?));
+            return Ok(Arc::new(
+                SqliteStore::open_in_memory().await?.with_outbox(outbox),
+            ));
         }
         let path = rest.strip_prefix("//").unwrap_or(rest);
         if path.is_empty() {
@@ -250,10 +270,12 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
         if path.contains('?') {
             anyhow::bail!("DATABASE_URL `{url}`: query parameters are not supported for SQLite");
         }
-        return Ok(Arc::new(SqliteStore::open(path).await?));
+        return Ok(Arc::new(SqliteStore::open(path).await?.with_outbox(outbox)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(PostgresStore::connect(url).await?));
+        return Ok(Arc::new(
+            PostgresStore::connect(url).await?.with_outbox(outbox),
+        ));
     }
     let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
     anyhow::bail!(

@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::outbox::{self, NewEvent, Outbox, OutboxOptions, OutboxRow, OutboxStats};
 use super::{
     ConversationPage, SNIPPET_CLOSE, SNIPPET_ELLIPSIS, SNIPPET_OPEN, SearchHit, Store, StoreError,
     StoreResult, StoreWrite, StoredConversation, StoredMessage, decode_cursor, finish_page,
@@ -39,6 +40,11 @@ const MAX_CONNECTIONS: u32 = 8;
 /// The first key of the advisory locks this store takes (the second is the
 /// conversation's): "cs" + 1, so as not to meet other users of advisory locks.
 const LOCK_CLASS: i32 = 0x6373_0001;
+/// The advisory lock every outbox claim takes (class "cs" + 2, key 0), so
+/// that claims run one at a time: a claim must see every earlier claim of a
+/// conversation's rows committed, or two exporters could each take one of
+/// its events and publish them out of order.
+const CLAIM_LOCK: (i32, i32) = (0x6373_0002, 0);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
 
@@ -46,6 +52,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Set when writes add events to the outbox.
+    outbox: Option<OutboxOptions>,
 }
 
 /// SQLSTATEs that mean the database cannot serve now: connection exceptions
@@ -166,7 +174,13 @@ impl PostgresStore {
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(options);
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, outbox: None })
+    }
+
+    /// This store, adding events to the outbox when `outbox` is given.
+    pub fn with_outbox(mut self, outbox: Option<OutboxOptions>) -> PostgresStore {
+        self.outbox = outbox;
+        self
     }
 
     /// The pool, for tests and tools.
@@ -193,17 +207,62 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        let now = pg_time(Utc::now())?;
         for write in writes {
             // An error drops `tx`, which rolls the whole batch back.
-            Self::write(&mut tx, write).await?;
+            self.write(&mut tx, write, now).await?;
         }
         tx.commit().await.map_err(db_error)
     }
 
-    async fn write(tx: &mut Transaction<'static, Postgres>, write: &StoreWrite) -> StoreResult<()> {
+    async fn add_event(
+        tx: &mut Transaction<'static, Postgres>,
+        event: NewEvent,
+    ) -> StoreResult<()> {
+        // DO NOTHING: the same change written again (a retried batch, or
+        // the same write from another node) keeps its one event.
+        sqlx::query(
+            "INSERT INTO outbox (event_id, conversation_id, kind, created_at, payload) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event.event_id)
+        .bind(event.conversation_id)
+        .bind(event.kind.as_str())
+        .bind(event.created_at)
+        .bind(pg_text(&event.payload))
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The owner of a stored conversation.
+    async fn owner(
+        tx: &mut Transaction<'static, Postgres>,
+        id: Uuid,
+    ) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT owner FROM conversations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        Ok(row.map(|(owner,)| owner))
+    }
+
+    async fn write(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        write: &StoreWrite,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         match write {
             StoreWrite::Conversation(c) => {
-                sqlx::query(
+                let existed = match self.outbox {
+                    Some(_) => Self::owner(tx, c.id).await?.is_some(),
+                    None => false,
+                };
+                let written = sqlx::query(
                     "INSERT INTO conversations (id, owner, title, created_at, updated_at) \
                      SELECT $1, $2, $3, $4, $5 \
                      WHERE NOT EXISTS (SELECT 1 FROM deleted_conversations WHERE id = $1) \
@@ -219,12 +278,33 @@ impl PostgresStore {
                 .bind(pg_time(c.updated_at)?)
                 .execute(&mut **tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(db_error)?
+                .rows_affected();
+                if let Some(options) = self.outbox
+                    && written > 0
+                    && !existed
+                {
+                    Self::add_event(tx, outbox::conversation_created(c, options, now)).await?;
+                }
             }
             StoreWrite::Message(m) => {
                 let (prompt_tokens, completion_tokens) = usage_columns(m.usage)?;
                 let message = &m.message;
-                sqlx::query(
+                // What the store held: the owner (None when the conversation
+                // is not stored, and the write is skipped) and the status.
+                let before: Option<(String, Option<String>)> = match self.outbox {
+                    Some(_) if outbox::may_add_event(m) => sqlx::query_as(
+                        "SELECT c.owner, m.status FROM conversations c \
+                         LEFT JOIN messages m ON m.id = $1 WHERE c.id = $2",
+                    )
+                    .bind(message.id)
+                    .bind(message.conversation_id)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db_error)?,
+                    _ => None,
+                };
+                let written = sqlx::query(
                     "INSERT INTO messages (id, conversation_id, position, role, content, status, \
                        model, error, finish_reason, prompt_tokens, completion_tokens, created_at) \
                      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
@@ -257,9 +337,23 @@ impl PostgresStore {
                 .bind(pg_time(message.created_at)?)
                 .execute(&mut **tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(db_error)?
+                .rows_affected();
+                if let (Some(options), Some((owner, status))) = (self.outbox, before)
+                    && written > 0
+                {
+                    let previous = status.as_deref().map(parse_status).transpose()?;
+                    if let Some(kind) = outbox::message_event_kind(m, previous) {
+                        let event = outbox::message_event(kind, m, &owner, options, now);
+                        Self::add_event(tx, event).await?;
+                    }
+                }
             }
             StoreWrite::DeleteConversation(id) => {
+                let owner = match self.outbox {
+                    Some(_) => Self::owner(tx, *id).await?,
+                    None => None,
+                };
                 sqlx::query(
                     "INSERT INTO deleted_conversations (id, deleted_at) VALUES ($1, now()) \
                      ON CONFLICT (id) DO NOTHING",
@@ -274,6 +368,9 @@ impl PostgresStore {
                     .execute(&mut **tx)
                     .await
                     .map_err(db_error)?;
+                if let Some(owner) = owner {
+                    Self::add_event(tx, outbox::conversation_deleted(*id, &owner, now)).await?;
+                }
             }
         }
         Ok(())
@@ -295,6 +392,10 @@ impl Store for PostgresStore {
             Ok(())
         })
         .await
+    }
+
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        self.outbox.map(|_| self as &dyn Outbox)
     }
 
     async fn apply(&self, writes: &[StoreWrite]) -> StoreResult<()> {
@@ -471,6 +572,116 @@ impl Store for PostgresStore {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+}
+
+fn outbox_row_from(row: &PgRow) -> StoreResult<OutboxRow> {
+    Ok(OutboxRow {
+        seq: row.try_get("seq").map_err(db_error)?,
+        event_id: row.try_get("event_id").map_err(db_error)?,
+        conversation_id: row.try_get("conversation_id").map_err(db_error)?,
+        kind: row.try_get("kind").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        payload: row.try_get("payload").map_err(db_error)?,
+    })
+}
+
+#[async_trait]
+impl Outbox for PostgresStore {
+    async fn claim(
+        &self,
+        claimer: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        deadline(async {
+            let mut tx = self.pool.begin().await.map_err(db_error)?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(CLAIM_LOCK.0)
+                .bind(CLAIM_LOCK.1)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            // A statement of its own after the lock: under READ COMMITTED it
+            // sees every claim committed before the lock was granted. Leases
+            // are in the database's time, which every node shares.
+            let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+            let rows = sqlx::query(
+                "UPDATE outbox SET claimed_by = $1, \
+                   claimed_until = now() + $2 * interval '1 millisecond' \
+                 WHERE seq IN ( \
+                   SELECT o.seq FROM outbox o \
+                   WHERE (o.claimed_until IS NULL OR o.claimed_until < now()) \
+                     AND NOT EXISTS (SELECT 1 FROM outbox p \
+                       WHERE p.conversation_id = o.conversation_id AND p.seq < o.seq \
+                         AND p.claimed_until >= now()) \
+                   ORDER BY o.seq LIMIT $3) \
+                 RETURNING seq, event_id, conversation_id, kind, created_at, payload",
+            )
+            .bind(claimer)
+            .bind(lease_ms as f64)
+            .bind(search_limit(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            let mut claimed = rows
+                .iter()
+                .map(outbox_row_from)
+                .collect::<StoreResult<Vec<_>>>()?;
+            claimed.sort_by_key(|row| row.seq);
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn published(&self, seqs: &[i64]) -> StoreResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        deadline(async {
+            sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
+                .bind(seqs)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release(&self, claimer: &str, seqs: &[i64]) -> StoreResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        deadline(async {
+            sqlx::query(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL \
+                 WHERE seq = ANY($1) AND claimed_by = $2",
+            )
+            .bind(seqs)
+            .bind(claimer)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stats(&self) -> StoreResult<OutboxStats> {
+        deadline(async {
+            let (rows, oldest): (i64, Option<DateTime<Utc>>) =
+                sqlx::query_as("SELECT count(*), min(created_at) FROM outbox")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+            Ok(OutboxStats {
+                rows: to_u64(rows, "count")?,
+                oldest,
+            })
         })
         .await
     }

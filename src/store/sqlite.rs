@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::outbox::{self, NewEvent, Outbox, OutboxOptions, OutboxRow, OutboxStats};
 use super::{
     ConversationPage, SNIPPET_CLOSE, SNIPPET_ELLIPSIS, SNIPPET_OPEN, SearchHit, Store, StoreError,
     StoreResult, StoreWrite, StoredConversation, StoredMessage, decode_cursor, finish_page,
@@ -44,6 +45,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Set when writes add events to the outbox.
+    outbox: Option<OutboxOptions>,
 }
 
 /// SQLite result codes (primary, the low byte of the extended code) that mean
@@ -144,7 +147,13 @@ impl SqliteStore {
         }
         let pool = pool.connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, outbox: None })
+    }
+
+    /// This store, adding events to the outbox when `outbox` is given.
+    pub fn with_outbox(mut self, outbox: Option<OutboxOptions>) -> SqliteStore {
+        self.outbox = outbox;
+        self
     }
 
     /// The pool, for tests and tools.
@@ -152,10 +161,48 @@ impl SqliteStore {
         &self.pool
     }
 
-    async fn write(tx: &mut Transaction<'static, Sqlite>, write: &StoreWrite) -> StoreResult<()> {
+    async fn add_event(tx: &mut Transaction<'static, Sqlite>, event: NewEvent) -> StoreResult<()> {
+        // DO NOTHING: the same change written again (a retried batch) keeps
+        // its one event.
+        sqlx::query(
+            "INSERT INTO outbox (event_id, conversation_id, kind, created_at, payload) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event.event_id.to_string())
+        .bind(event.conversation_id.to_string())
+        .bind(event.kind.as_str())
+        .bind(micros(event.created_at))
+        .bind(event.payload)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The owner of a stored conversation.
+    async fn owner(tx: &mut Transaction<'static, Sqlite>, id: Uuid) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT owner FROM conversations WHERE id = ?1")
+                .bind(id.to_string())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        Ok(row.map(|(owner,)| owner))
+    }
+
+    async fn write(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        write: &StoreWrite,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         match write {
             StoreWrite::Conversation(c) => {
-                sqlx::query(
+                let existed = match self.outbox {
+                    Some(_) => Self::owner(tx, c.id).await?.is_some(),
+                    None => false,
+                };
+                let written = sqlx::query(
                     "INSERT INTO conversations (id, owner, title, created_at, updated_at) \
                      SELECT ?1, ?2, ?3, ?4, ?5 \
                      WHERE NOT EXISTS (SELECT 1 FROM deleted_conversations WHERE id = ?1) \
@@ -171,12 +218,33 @@ impl SqliteStore {
                 .bind(micros(c.updated_at))
                 .execute(&mut **tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(db_error)?
+                .rows_affected();
+                if let Some(options) = self.outbox
+                    && written > 0
+                    && !existed
+                {
+                    Self::add_event(tx, outbox::conversation_created(c, options, now)).await?;
+                }
             }
             StoreWrite::Message(m) => {
                 let (prompt_tokens, completion_tokens) = usage_columns(m.usage)?;
                 let message = &m.message;
-                sqlx::query(
+                // What the store held: the owner (None when the conversation
+                // is not stored, and the write is skipped) and the status.
+                let before: Option<(String, Option<String>)> = match self.outbox {
+                    Some(_) if outbox::may_add_event(m) => sqlx::query_as(
+                        "SELECT c.owner, m.status FROM conversations c \
+                         LEFT JOIN messages m ON m.id = ?1 WHERE c.id = ?2",
+                    )
+                    .bind(message.id.to_string())
+                    .bind(message.conversation_id.to_string())
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db_error)?,
+                    _ => None,
+                };
+                let written = sqlx::query(
                     "INSERT INTO messages (id, conversation_id, position, role, content, status, \
                        model, error, finish_reason, prompt_tokens, completion_tokens, created_at) \
                      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
@@ -210,10 +278,24 @@ impl SqliteStore {
                 .bind(micros(message.created_at))
                 .execute(&mut **tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(db_error)?
+                .rows_affected();
+                if let (Some(options), Some((owner, status))) = (self.outbox, before)
+                    && written > 0
+                {
+                    let previous = status.as_deref().map(parse_status).transpose()?;
+                    if let Some(kind) = outbox::message_event_kind(m, previous) {
+                        let event = outbox::message_event(kind, m, &owner, options, now);
+                        Self::add_event(tx, event).await?;
+                    }
+                }
             }
-            StoreWrite::DeleteConversation(id) => {
-                let id = id.to_string();
+            StoreWrite::DeleteConversation(conversation_id) => {
+                let owner = match self.outbox {
+                    Some(_) => Self::owner(tx, *conversation_id).await?,
+                    None => None,
+                };
+                let id = conversation_id.to_string();
                 sqlx::query(
                     "INSERT INTO deleted_conversations (id, deleted_at) VALUES (?1, ?2) \
                      ON CONFLICT (id) DO NOTHING",
@@ -233,6 +315,10 @@ impl SqliteStore {
                     .execute(&mut **tx)
                     .await
                     .map_err(db_error)?;
+                if let Some(owner) = owner {
+                    let event = outbox::conversation_deleted(*conversation_id, &owner, now);
+                    Self::add_event(tx, event).await?;
+                }
             }
         }
         Ok(())
@@ -257,6 +343,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        self.outbox.map(|_| self as &dyn Outbox)
+    }
+
     async fn apply(&self, writes: &[StoreWrite]) -> StoreResult<()> {
         if writes.is_empty() {
             return Ok(());
@@ -268,9 +358,10 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
+        let now = super::store_precision(Utc::now());
         for write in writes {
             // An error drops `tx`, which rolls the whole batch back.
-            Self::write(&mut tx, write).await?;
+            self.write(&mut tx, write, now).await?;
         }
         tx.commit().await.map_err(db_error)
     }
@@ -425,5 +516,98 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+/// A list of seqs as the JSON array `json_each` reads (SQLite binds no
+/// arrays).
+fn seq_list(seqs: &[i64]) -> String {
+    serde_json::to_string(seqs).expect("integers serialize")
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn claim(
+        &self,
+        claimer: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        // One statement, so one write transaction: claims never interleave.
+        let now = micros(Utc::now());
+        let until = now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX));
+        let rows = sqlx::query(
+            "UPDATE outbox SET claimed_by = ?1, claimed_until = ?2 \
+             WHERE seq IN ( \
+               SELECT o.seq FROM outbox o \
+               WHERE (o.claimed_until IS NULL OR o.claimed_until < ?3) \
+                 AND NOT EXISTS (SELECT 1 FROM outbox p \
+                   WHERE p.conversation_id = o.conversation_id AND p.seq < o.seq \
+                     AND p.claimed_until >= ?3) \
+               ORDER BY o.seq LIMIT ?4) \
+             RETURNING seq, event_id, conversation_id, kind, created_at, payload",
+        )
+        .bind(claimer)
+        .bind(until)
+        .bind(now)
+        .bind(search_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    seq: row.try_get("seq").map_err(db_error)?,
+                    event_id: parse_uuid(row.try_get("event_id").map_err(db_error)?)?,
+                    conversation_id: parse_uuid(row.try_get("conversation_id").map_err(db_error)?)?,
+                    kind: row.try_get("kind").map_err(db_error)?,
+                    created_at: from_micros(row.try_get("created_at").map_err(db_error)?)?,
+                    payload: row.try_get("payload").map_err(db_error)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        claimed.sort_by_key(|row| row.seq);
+        Ok(claimed)
+    }
+
+    async fn published(&self, seqs: &[i64]) -> StoreResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?1))")
+            .bind(seq_list(seqs))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn release(&self, claimer: &str, seqs: &[i64]) -> StoreResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL \
+             WHERE seq IN (SELECT value FROM json_each(?1)) AND claimed_by = ?2",
+        )
+        .bind(seq_list(seqs))
+        .bind(claimer)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> StoreResult<OutboxStats> {
+        let (rows, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), min(created_at) FROM outbox")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(OutboxStats {
+            rows: to_u64(rows, "count")?,
+            oldest: oldest.map(from_micros).transpose()?,
+        })
     }
 }
