@@ -1,9 +1,29 @@
-//! The built-in `demo` model: readable prose with no network.
+//! The built-in `demo` model: a Markdown reply with no network.
 //!
 //! Its reply is a pure function of the conversation's text (the ordered roles
 //! and contents, without ids or times) and of its configuration, so the same
 //! history always yields the same reply token by token. That is what makes a
 //! resumed or restarted reply checkable against an undisturbed one.
+//!
+//! The reply answers the last question in its language (English or
+//! Vietnamese), names its topic, and shows what the UI renders: headings, a
+//! list, a table, and a fenced code block in the programming language asked
+//! for when the question asks for code. Its parts:
+//!
+//! - `question`: the language, topic and code request read in the question;
+//! - `markdown`: the document planned for exactly `reply_tokens` tokens, and
+//!   what a token is (a word with the whitespace before it);
+//! - `phrases`, `english`, `vietnamese`: the text it is written with;
+//! - `code`: the code examples, per programming language;
+//! - `rng`: the hash of the conversation that picks among the phrasings.
+
+mod code;
+mod english;
+mod markdown;
+mod phrases;
+mod question;
+mod rng;
+mod vietnamese;
 
 use std::time::Duration;
 
@@ -12,36 +32,7 @@ use futures_util::stream;
 
 use super::{ChatTurn, Completion, CompletionRequest, CompletionStream, Provider, ProviderError};
 use crate::protocol::{Role, Usage};
-
-const OPENINGS: &[&str] = &[
-    "Good question about {topic}.",
-    "Let me think about {topic} for a moment.",
-    "Here is how I would approach {topic}.",
-    "There are a few sides to {topic}.",
-];
-
-const SENTENCES: &[&str] = &[
-    "The simplest answer is usually the one that survives contact with real users.",
-    "It helps to write down what must never happen before deciding what should.",
-    "Most systems fail at their edges, where one component hands work to another.",
-    "A small experiment often teaches more than a long debate.",
-    "Numbers measured on the real thing beat estimates made on a whiteboard.",
-    "Every piece of state should have exactly one owner that is allowed to change it.",
-    "When something is slow, measure first and guess second.",
-    "Clear names save more time than clever code ever will.",
-    "Retries are only safe when the work they repeat is idempotent.",
-    "A good default lets a newcomer succeed before reading any documentation.",
-    "Ordering is easy to promise and hard to keep across a network.",
-    "The log is the truth, and everything else is a view of it.",
-    "Backpressure is a feature: it tells the fast side to wait for the slow one.",
-    "Tests that can never fail are worse than no tests at all.",
-    "Keep the hot path short, and move everything else out of its way.",
-    "If a failure can happen, plan what the user sees when it does.",
-    "Sequence numbers turn guessing about duplicates into a simple comparison.",
-    "A supervisor that restarts what failed keeps one fault from becoming many.",
-    "Cancelling work early is the cheapest way to save compute.",
-    "Documentation that drifts from the code is a bug in both.",
-];
+use question::Question;
 
 /// The deterministic demo model.
 #[derive(Debug, Clone)]
@@ -62,26 +53,17 @@ impl DemoProvider {
 
     /// The whole reply to `history`, as the tokens it streams.
     pub fn reply_tokens(&self, history: &[ChatTurn]) -> Vec<String> {
-        let mut rng = SplitMix64(fnv1a(history));
-        let topic = history
+        let question = history
             .iter()
             .rev()
             .find(|t| t.role == Role::User)
-            .map(|t| topic_of(&t.content))
-            .unwrap_or_else(|| "this".to_owned());
-        let opening = OPENINGS[rng.below(OPENINGS.len())].replace("{topic}", &topic);
-        let mut words: Vec<String> = opening.split(' ').map(str::to_owned).collect();
-        // Whole sentences until the token budget is met; the text is cut to it.
-        while words.len() < self.reply_tokens {
-            let sentence = SENTENCES[rng.below(SENTENCES.len())];
-            words.extend(sentence.split(' ').map(str::to_owned));
-        }
-        words.truncate(self.reply_tokens);
-        words
-            .into_iter()
-            .enumerate()
-            .map(|(i, w)| if i == 0 { w } else { format!(" {w}") })
-            .collect()
+            .map_or("", |t| t.content.as_str());
+        let text = markdown::compose(
+            &Question::read(question),
+            rng::fnv1a(history),
+            self.reply_tokens,
+        );
+        markdown::tokenize(&text)
     }
 }
 
@@ -137,65 +119,11 @@ impl Provider for DemoProvider {
     }
 }
 
-/// The first words of the question, without the Markdown or punctuation
-/// around them (`**bold**` reads as `bold`).
-fn topic_of(content: &str) -> String {
-    let words: Vec<&str> = content
-        .split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
-        .filter(|w| !w.is_empty())
-        .take(6)
-        .collect();
-    if words.is_empty() {
-        "this".to_owned()
-    } else {
-        format!("\"{}\"", words.join(" "))
-    }
-}
-
 fn history_words(history: &[ChatTurn]) -> u64 {
     history
         .iter()
         .map(|t| t.content.split_whitespace().count() as u64)
         .sum()
-}
-
-/// FNV-1a over the conversation's text: stable across builds and platforms,
-/// unlike the standard library's hasher.
-fn fnv1a(history: &[ChatTurn]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    for turn in history {
-        feed(match turn.role {
-            Role::User => b"user\0",
-            Role::Assistant => b"assistant\0",
-        });
-        feed(turn.content.as_bytes());
-        feed(b"\0");
-    }
-    hash
-}
-
-/// A tiny, stable pseudo-random sequence.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 #[cfg(test)]
@@ -232,15 +160,6 @@ mod tests {
                 Completion::Finished { .. } => None,
             })
             .collect()
-    }
-
-    #[test]
-    fn the_topic_is_quoted_without_markup() {
-        assert_eq!(
-            topic_of("Why does **this** `work`?"),
-            "\"Why does this work\""
-        );
-        assert_eq!(topic_of("?!"), "this");
     }
 
     #[test]
