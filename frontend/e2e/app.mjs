@@ -68,21 +68,28 @@ export function api(page, method, path, body) {
 }
 
 /**
- * The last reply as the page shows it: its text and status.
+ * The last reply on the page: `text`, its raw content (the Markdown source, as the server
+ * holds it; the message's `data-content`), `shown`, the rendered text (Markdown syntax gone,
+ * so not a prefix of the finished reply's while it grows), and its status.
+ * Compare `text` with the server's content; use `shown` only for what the reader sees.
  * @param {Page} page
- * @returns {Promise<{ text: string, status: string } | null>}
+ * @returns {Promise<{ text: string, shown: string, status: string } | null>}
  */
 export function lastReply(page) {
   return page.evaluate(() => {
     const replies = document.querySelectorAll('[data-testid=message][data-role=assistant]');
     const el = replies[replies.length - 1];
     if (!el) return null;
-    return { text: el.querySelector('.markdown')?.textContent ?? '', status: el.getAttribute('data-status') ?? '' };
+    return {
+      text: el.getAttribute('data-content') ?? '',
+      shown: el.querySelector('.markdown')?.textContent ?? '',
+      status: el.getAttribute('data-status') ?? '',
+    };
   });
 }
 
 /**
- * Wait until the last reply satisfies a condition on its text length and status.
+ * Wait until the last reply satisfies a condition on its raw content's length and its status.
  * @param {Page} page
  * @param {{ longerThan?: number, status?: string }} condition
  */
@@ -92,19 +99,26 @@ export async function waitReply(page, { longerThan = -1, status } = {}) {
       const replies = document.querySelectorAll('[data-testid=message][data-role=assistant]');
       const el = replies[replies.length - 1];
       if (!el) return false;
-      const length = (el.querySelector('.markdown')?.textContent ?? '').length;
+      const length = (el.getAttribute('data-content') ?? '').length;
       return length > longerThan && (status === undefined || el.getAttribute('data-status') === status);
     },
     { longerThan, status },
     { timeout: TIMEOUT },
   );
-  return /** @type {{ text: string, status: string }} */ (await lastReply(page));
+  return /** @type {{ text: string, shown: string, status: string }} */ (await lastReply(page));
 }
 
-/** Texts of every message shown, in order. @param {Page} page */
+/**
+ * Every message shown, in order: role, raw content (`text`) and rendered text (`shown`).
+ * @param {Page} page
+ */
 export function shownMessages(page) {
   return page.$$eval('[data-testid=message]', (els) =>
-    els.map((el) => ({ role: el.getAttribute('data-role'), text: el.querySelector('.markdown')?.textContent ?? '' })),
+    els.map((el) => ({
+      role: el.getAttribute('data-role'),
+      text: el.getAttribute('data-content') ?? '',
+      shown: el.querySelector('.markdown')?.textContent ?? '',
+    })),
   );
 }
 

@@ -53,7 +53,9 @@ async function serverReply(/** @type {import('playwright-core').Page} */ page, /
   return reply;
 }
 
-const isPrefix = (/** @type {string} */ part, /** @type {string} */ whole) => whole.startsWith(part.trimEnd());
+// Replies are compared raw (the message's Markdown source, as the server holds it): the rendered
+// text drops the syntax, and a growing table or list renders differently once its rows arrive.
+const isPrefix = (/** @type {string} */ part, /** @type {string} */ whole) => whole.startsWith(part);
 
 describe('the browser chat', () => {
   test('a reply appears progressively and ends complete', async () => {
@@ -71,13 +73,25 @@ describe('the browser chat', () => {
     }
     const growing = samples.filter((s) => s.status === 'streaming' && s.text.length > 0);
     assert.ok(growing.length >= 4, `seen growing at ${growing.length} lengths: ${samples.map((s) => s.text.length)}`);
+    assert.ok(
+      growing.some((s) => s.shown.trim().length > 0),
+      'the growing reply is rendered as it grows',
+    );
 
     const done = await waitReply(page, { status: 'complete' });
     const reply = await serverReply(page, await conversationId(page));
     assert.equal(reply.status, 'complete');
-    assert.equal(done.text.trim(), reply.content.trim());
+    assert.equal(done.text, reply.content);
     assert.equal(reply.content.trim().split(/\s+/).length, REPLY_TOKENS);
     for (const s of samples) assert.ok(isPrefix(s.text, reply.content), `"${s.text}" is a prefix of the reply`);
+
+    // Shown rendered: the heading as a heading, without the Markdown syntax.
+    const heading = /^## (.+)$/m.exec(reply.content)?.[1];
+    assert.ok(heading, `the demo reply opens with a heading: "${reply.content.slice(0, 80)}"`);
+    const rendered = page.locator('[data-testid=message][data-role=assistant] .markdown').last();
+    assert.equal(((await rendered.locator('h2').first().textContent()) ?? '').trim(), heading);
+    assert.ok(done.shown.includes(heading), 'the rendered reply shows the heading words');
+    assert.doesNotMatch(done.shown, /##|\*\*/, 'no Markdown syntax in the rendered reply');
   });
 
   test('a reload mid-reply shows the whole reply, without repeats or gaps, and keeps streaming', async () => {
@@ -95,13 +109,14 @@ describe('the browser chat', () => {
 
     const done = await waitReply(page, { status: 'complete' });
     const reply = await serverReply(page, id);
-    assert.equal(done.text.trim(), reply.content.trim());
+    assert.equal(done.text, reply.content);
+    assert.equal(reply.content.trim().split(/\s+/).length, REPLY_TOKENS, 'every token once');
     for (const s of [beforeReload, resumed, later]) assert.ok(isPrefix(s.text, reply.content), `"${s.text}" is a prefix`);
     assert.deepEqual(
-      (await shownMessages(page)).map((m) => [m.role, m.text.trim()]),
+      (await shownMessages(page)).map((m) => [m.role, m.text]),
       [
         ['user', question],
-        ['assistant', reply.content.trim()],
+        ['assistant', reply.content],
       ],
     );
   });
@@ -116,13 +131,13 @@ describe('the browser chat', () => {
 
     const reply = await serverReply(page, id);
     assert.equal(reply.status, 'cancelled');
-    assert.equal(stopped.text.trim(), reply.content.trim());
+    assert.equal(stopped.text, reply.content);
     assert.ok(reply.content.trim().split(/\s+/).length < REPLY_TOKENS, 'the reply ended early');
 
     await page.reload();
     await waitConnected(page);
     const reloaded = await waitReply(page, { status: 'cancelled' });
-    assert.equal(reloaded.text.trim(), reply.content.trim());
+    assert.equal(reloaded.text, reply.content);
     assert.equal(await page.locator('[data-testid=stop]').count(), 0, 'no Stop button for a stopped reply');
     await page.locator('[data-testid=regenerate]').waitFor();
     const again = await serverReply(page, id);
@@ -145,8 +160,8 @@ describe('the browser chat', () => {
       waitReply(second, { status: 'complete' }),
     ]);
     const reply = await serverReply(first, id);
-    assert.equal(a.text.trim(), reply.content.trim());
-    assert.equal(b.text.trim(), reply.content.trim());
+    assert.equal(a.text, reply.content);
+    assert.equal(b.text, reply.content);
     assert.deepEqual(await shownMessages(first), await shownMessages(second));
   });
 
@@ -175,7 +190,7 @@ describe('the browser chat', () => {
     );
     assert.equal(conversation.messages[0]?.content, 'Ask me\ntwice');
     assert.equal(conversation.messages[2]?.content, 'Ask me\ntwice');
-    assert.equal(done.text.trim(), conversation.messages[3]?.content.trim());
+    assert.equal(done.text, conversation.messages[3]?.content);
   });
 
   test('a dropped network shows offline, then resumes the reply with since, without repeats', async () => {
@@ -201,7 +216,8 @@ describe('the browser chat', () => {
     const resume = subscribes.find((f) => f.conversation_id === id);
     assert.ok(resume?.since && resume.since.seq > 0, `resubscribed with since: ${JSON.stringify(resume)}`);
     const reply = await serverReply(page, id);
-    assert.equal(done.text.trim(), reply.content.trim());
+    assert.equal(done.text, reply.content);
+    assert.equal(reply.content.trim().split(/\s+/).length, REPLY_TOKENS, 'every token once');
     assert.equal((await shownMessages(page)).length, 2);
   });
 
@@ -254,8 +270,13 @@ describe('the browser chat', () => {
 
     // Deleting the other one, its reply perhaps still streaming, leaves this one open.
     await page.locator(`[data-testid=conversation][data-id="${second}"] button`).click();
+    // The list drops it at once, before the server answers: wait for the DELETE's answer too.
+    const deleted = page.waitForResponse(
+      (r) => r.request().method() === 'DELETE' && r.url().endsWith(`/api/conversations/${second}`),
+    );
     await page.locator('[data-testid=confirm-delete]').click();
     await page.waitForFunction(() => document.querySelectorAll('[data-testid=conversation]').length === 1);
+    assert.ok((await deleted).ok(), 'the server deleted it');
     const status = await page.evaluate(async (id) => {
       const { token } = JSON.parse(localStorage.getItem('chatstream.auth') ?? '{}');
       return (await fetch(`/api/conversations/${id}`, { headers: { Authorization: `Bearer ${token}` } })).status;

@@ -205,6 +205,8 @@ export async function launchBrowser(options = {}) {
       '--no-first-run',
     ],
     viewport: { width: 1280, height: 800 },
+    // The UI follows the browser's language: English unless a test asks for another.
+    locale: 'en-US',
     ...options,
   });
   return {

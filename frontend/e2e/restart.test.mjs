@@ -137,9 +137,10 @@ describe('the conversation list after a node restart', () => {
           ['assistant', 'complete'],
         ],
       );
-      assert.equal(done.text.trim(), stored[1]?.content.trim());
+      // Raw content (the Markdown source) is compared, not the rendered text, which drops the syntax.
+      assert.equal(done.text, stored[1]?.content);
       assert.equal(words(done.text), REPLY_TOKENS, 'the whole reply');
-      assert.ok(done.text.startsWith(beforeRestart.text.trimEnd()), 'the text shown before the restart is kept');
+      assert.ok(done.text.startsWith(beforeRestart.text), 'the text shown before the restart is kept');
 
       // Every conversation is listed with its title, newest first.
       await page.waitForFunction((n) => document.querySelectorAll('[data-testid=conversation]').length === n, ids.length);
@@ -150,14 +151,14 @@ describe('the conversation list after a node restart', () => {
         await openFromList(page, id, 2);
         const before = /** @type {NonNullable<typeof held[number]>} */ (held[i]).messages;
         assert.deepEqual(
-          (await shownMessages(page)).map((m) => [m.role, m.text.trim()]),
-          before.map((m) => [m.role, m.content.trim()]),
+          (await shownMessages(page)).map((m) => [m.role, m.text]),
+          before.map((m) => [m.role, m.content]),
         );
       }
       await openFromList(page, third, 2);
       assert.deepEqual(
-        (await shownMessages(page)).map((m) => [m.role, m.text.trim()]),
-        stored.map((m) => [m.role, m.content.trim()]),
+        (await shownMessages(page)).map((m) => [m.role, m.text]),
+        stored.map((m) => [m.role, m.content]),
       );
 
       // The same guest: no new identity, nothing said about one.
@@ -172,7 +173,8 @@ describe('the conversation list after a node restart', () => {
       const control = await newChat(page, questions[2]);
       const undisturbed = await waitReply(page, { status: 'complete' });
       assert.notEqual(control, third);
-      assert.equal(done.text.trim(), undisturbed.text.trim(), 'the same text as an undisturbed reply');
+      assert.equal(done.text, undisturbed.text, 'the same text as an undisturbed reply');
+      assert.equal(done.shown, undisturbed.shown, 'rendered the same as an undisturbed reply');
     });
   }
 });

@@ -1,5 +1,7 @@
 // Screenshots of the main views, light and dark, desktop and phone, into
-// docs/screenshots/. Run with `npm run screenshots` after `npm run build`.
+// docs/screenshots/. Run with `npm run screenshots` after `npm run build`;
+// `npm run screenshots -- vietnamese` writes only the shots whose names
+// contain one of the words given.
 
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -28,21 +30,55 @@ const QUESTION = [
   '```',
 ].join('\n');
 
+/** A conversation in Vietnamese, in a browser whose language is Vietnamese. */
+const VIETNAMESE = [
+  'Giải thích cơ chế backpressure bằng một ví dụ đời thường',
+  'Viết một hàm TypeScript thử lại với thời gian chờ tăng dần, kèm ví dụ mã',
+];
+
+const ENGLISH_SHOTS = [
+  'desktop-light-new-chat',
+  'desktop-light',
+  'desktop-dark-streaming',
+  'phone-dark',
+  'phone-dark-menu',
+  'phone-light',
+  'phone-light-new-chat',
+];
+const VIETNAMESE_SHOTS = ['desktop-light-vietnamese', 'phone-dark-vietnamese'];
+const only = process.argv.slice(2);
+const wanted = (/** @type {string} */ name) => only.length === 0 || only.some((word) => name.includes(word));
+
+/**
+ * @param {import('playwright-core').Page} page
+ * @returns {(name: string) => Promise<void>}
+ */
+const shooter = (page) => async (name) => {
+  if (!wanted(name)) return;
+  await page.evaluate(() => document.fonts.ready);
+  // No hover highlight or focus ring left where the script last clicked.
+  await page.mouse.move(0, PHONE.height - 1);
+  await page.evaluate(() => /** @type {HTMLElement | null} */ (document.activeElement)?.blur());
+  // Finished transitions: the drawer is shown where it ends up, not mid-slide.
+  await page.screenshot({ path: path.join(out, `${name}.png`), animations: 'disabled' });
+  console.log(`docs/screenshots/${name}.png`);
+};
+
 checkPrerequisites();
 await mkdir(out, { recursive: true });
 const server = await startServer();
 const browser = await launchBrowser({ viewport: DESKTOP, colorScheme: 'light', deviceScaleFactor: 1 });
 try {
+  if (ENGLISH_SHOTS.some(wanted)) await english();
+  if (VIETNAMESE_SHOTS.some(wanted)) await vietnamese();
+} finally {
+  await browser.close();
+  await server.stop();
+}
+
+async function english() {
   const page = await browser.context.newPage();
-  const shot = async (/** @type {string} */ name) => {
-    await page.evaluate(() => document.fonts.ready);
-    // No hover highlight or focus ring left where the script last clicked.
-    await page.mouse.move(0, PHONE.height - 1);
-    await page.evaluate(() => /** @type {HTMLElement | null} */ (document.activeElement)?.blur());
-    // Finished transitions: the drawer is shown where it ends up, not mid-slide.
-    await page.screenshot({ path: path.join(out, `${name}.png`), animations: 'disabled' });
-    console.log(`docs/screenshots/${name}.png`);
-  };
+  const shot = shooter(page);
 
   await page.goto(server.url);
   await waitConnected(page);
@@ -77,7 +113,28 @@ try {
   await page.locator('button[aria-controls=sidebar]').click();
   await page.locator('[data-testid=new-chat]').click();
   await shot('phone-light-new-chat');
-} finally {
-  await browser.close();
-  await server.stop();
+  await page.close();
+}
+
+async function vietnamese() {
+  const vi = await launchBrowser({ viewport: DESKTOP, colorScheme: 'light', deviceScaleFactor: 1, locale: 'vi-VN' });
+  try {
+    const page = await vi.context.newPage();
+    const shot = shooter(page);
+    await page.goto(server.url);
+    await waitConnected(page);
+    for (const [i, text] of VIETNAMESE.entries()) {
+      await sendMessage(page, text);
+      await conversationId(page);
+      // This turn's reply, not the previous one.
+      await page.waitForFunction((n) => document.querySelectorAll('[data-testid=message]').length >= n, 2 * (i + 1));
+      await waitReply(page, { status: 'complete' });
+    }
+    await shot('desktop-light-vietnamese');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.setViewportSize(PHONE);
+    await shot('phone-dark-vietnamese');
+  } finally {
+    await vi.close();
+  }
 }

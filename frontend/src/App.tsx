@@ -14,6 +14,7 @@ import { useIdentity } from './hooks/useIdentity';
 import { useModels } from './hooks/useModels';
 import { useRoute, type Navigate } from './hooks/useRoute';
 import { useTheme } from './hooks/useTheme';
+import { useI18n } from './i18n/I18n';
 import { questionBefore } from './lib/failures';
 import type { Message } from './protocol';
 
@@ -30,6 +31,9 @@ export function App() {
   const [draft, setDraft] = useState('');
   const [drawerOpen, setDrawerOpen] = useState(false);
   const [newChatRequest, setNewChatRequest] = useState<string | null>(null);
+  /** Grows when the message box should take focus (a suggestion was picked). */
+  const [composerFocus, setComposerFocus] = useState(0);
+  const { t } = useI18n();
   useIdentity();
 
   // Receive the open conversation's events (resumed by the client after any reconnect).
@@ -52,10 +56,14 @@ export function App() {
 
   const summary = conversations.find((c) => c.id === route);
   const firstUser = messages.find((m) => m.role === 'user');
-  const title = route ? (summary ? titleOf(summary) : firstUser?.content.slice(0, 80) ?? 'Chat') : 'New chat';
+  const title = route
+    ? summary
+      ? titleOf(summary, t.untitledChat)
+      : firstUser?.content.slice(0, 80) ?? t.untitledOpen
+    : t.newChat;
   useEffect(() => {
-    document.title = route ? `${title} · chatstream` : 'chatstream';
-  }, [route, title]);
+    document.title = route ? `${title} · ${t.appTitle}` : t.appTitle;
+  }, [route, title, t]);
 
   const send = useCallback(
     (text: string) => {
@@ -94,7 +102,7 @@ export function App() {
   return (
     <div className="app" data-drawer={drawerOpen}>
       <a href="#composer-input" className="skip-link">
-        Skip to message box
+        {t.skipToComposer}
       </a>
       <Sidebar
         open={drawerOpen}
@@ -129,10 +137,15 @@ export function App() {
         {loading ? (
           <div className="loading" role="status">
             <span className="spinner" aria-hidden="true" />
-            Loading conversation…
+            {t.loadingConversation}
           </div>
         ) : messages.length === 0 && pending.length === 0 ? (
-          <EmptyState onPick={setDraft} />
+          <EmptyState
+            onPick={(text) => {
+              setDraft(text);
+              setComposerFocus((n) => n + 1);
+            }}
+          />
         ) : (
           <MessageList
             conversationKey={route ?? 'new'}
@@ -152,6 +165,9 @@ export function App() {
           onStop={() => streaming && client.cancel(streaming.id)}
           busy={busy}
           focusKey={route ?? 'new'}
+          focusRequest={composerFocus}
+          conversationId={route}
+          model={model || undefined}
         />
       </main>
     </div>

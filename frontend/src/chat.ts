@@ -2,6 +2,7 @@
 
 import { dropToken, getToken } from './api/auth';
 import { requestTicket } from './api/ticket';
+import { announceListChange } from './lib/tabs';
 import { ChatClient, type SocketCredential } from './protocol';
 
 /** The socket's address on this page's origin: a ticket when the node gave one, else the token. */
@@ -19,6 +20,13 @@ export function createChatClient(): ChatClient {
     dropToken,
     createSocket: (url) => new WebSocket(url),
     isOnline: () => navigator.onLine,
+  });
+  // A conversation this tab created is news for the other tabs' lists.
+  let created = 0;
+  client.onChange(() => {
+    const now = Object.keys(client.getState().created).length;
+    if (now > created) announceListChange();
+    created = now;
   });
   window.addEventListener('online', () => client.retryNow());
   window.addEventListener('offline', () => client.wentOffline());

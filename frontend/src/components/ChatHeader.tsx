@@ -1,4 +1,5 @@
 import type { ReactNode } from 'react';
+import { useI18n } from '../i18n/I18n';
 import { MenuIcon } from './icons';
 
 interface Props {
@@ -9,13 +10,14 @@ interface Props {
 }
 
 export function ChatHeader({ title, drawerOpen, onMenu, children }: Props) {
+  const { t } = useI18n();
   return (
     <header className="chat-header">
       <button
         type="button"
         className="icon-button menu"
         onClick={onMenu}
-        aria-label="Open conversations"
+        aria-label={t.openConversations}
         aria-controls="sidebar"
         aria-expanded={drawerOpen}
       >

@@ -1,5 +1,7 @@
 import { useEffect, useRef, useState } from 'react';
 import type { ConversationSummary } from '../api/http';
+import { en } from '../i18n/en';
+import { useI18n } from '../i18n/I18n';
 import { groupByDay } from '../lib/groups';
 import { TrashIcon } from './icons';
 
@@ -16,8 +18,8 @@ interface Props {
 }
 
 /** Titles are the first message's start, Markdown included: show them as plain text. */
-export const titleOf = (c: Pick<ConversationSummary, 'title'>) =>
-  c.title?.replace(/[*_`~#>]+/g, '').replace(/\s+/g, ' ').trim() || 'Untitled chat';
+export const titleOf = (c: Pick<ConversationSummary, 'title'>, untitled: string = en.untitledChat) =>
+  c.title?.replace(/[*_`~#>]+/g, '').replace(/\s+/g, ' ').trim() || untitled;
 
 export function ConversationList({
   conversations,
@@ -31,13 +33,15 @@ export function ConversationList({
 }: Props) {
   // Deleting asks once, inline, instead of a modal dialog.
   const [confirming, setConfirming] = useState<string | null>(null);
+  const { t } = useI18n();
+  const title = (c: ConversationSummary) => titleOf(c, t.untitledChat);
 
-  if (!loaded) return <p className="list-note">Loading…</p>;
-  if (conversations.length === 0) return <p className="list-note">No conversations yet.</p>;
+  if (!loaded) return <p className="list-note">{t.loading}</p>;
+  if (conversations.length === 0) return <p className="list-note">{t.noConversations}</p>;
 
   return (
-    <nav className="conversation-list" aria-label="Conversations">
-      {groupByDay(conversations, (c) => c.updated_at).map((group) => (
+    <nav className="conversation-list" aria-label={t.conversationsLabel}>
+      {groupByDay(conversations, (c) => c.updated_at, new Date(), t).map((group) => (
         <section key={group.label}>
           <h2 className="group-label">{group.label}</h2>
           <ul>
@@ -45,7 +49,7 @@ export function ConversationList({
               confirming === c.id ? (
                 <ConfirmDelete
                   key={c.id}
-                  title={titleOf(c)}
+                  title={title(c)}
                   onConfirm={() => {
                     setConfirming(null);
                     onDelete(c.id);
@@ -55,13 +59,13 @@ export function ConversationList({
               ) : (
                 <li key={c.id} className="conversation" data-testid="conversation" data-id={c.id}>
                   <a href={`#/c/${c.id}`} aria-current={c.id === current ? 'page' : undefined} onClick={onOpen}>
-                    {titleOf(c)}
+                    {title(c)}
                   </a>
                   <button
                     type="button"
                     className="icon-button delete"
-                    aria-label={`Delete “${titleOf(c)}”`}
-                    title="Delete"
+                    aria-label={t.deleteTitled(title(c))}
+                    title={t.delete}
                     onClick={() => setConfirming(c.id)}
                   >
                     <TrashIcon />
@@ -85,6 +89,7 @@ function ShowMore({ loading, onLoadMore }: { loading: boolean; onLoadMore: () =>
   const button = useRef<HTMLButtonElement>(null);
   const latest = useRef(onLoadMore);
   latest.current = onLoadMore;
+  const { t } = useI18n();
   useEffect(() => {
     const el = button.current;
     if (!el || typeof IntersectionObserver === 'undefined') return;
@@ -107,24 +112,25 @@ function ShowMore({ loading, onLoadMore }: { loading: boolean; onLoadMore: () =>
       disabled={loading}
       aria-busy={loading}
     >
-      {loading ? 'Loading…' : 'Show more'}
+      {loading ? t.loading : t.showMore}
     </button>
   );
 }
 
 function ConfirmDelete({ title, onConfirm, onCancel }: { title: string; onConfirm: () => void; onCancel: () => void }) {
   const cancel = useRef<HTMLButtonElement>(null);
+  const { t } = useI18n();
   useEffect(() => cancel.current?.focus(), []);
   return (
     <li className="conversation confirming" onKeyDown={(e) => e.key === 'Escape' && onCancel()}>
       <span className="confirm-text" title={title}>
-        Delete this chat?
+        {t.deleteThisChat}
       </span>
       <button type="button" className="small-button danger" data-testid="confirm-delete" onClick={onConfirm}>
-        Delete
+        {t.delete}
       </button>
       <button type="button" className="small-button" ref={cancel} onClick={onCancel}>
-        Cancel
+        {t.cancel}
       </button>
     </li>
   );

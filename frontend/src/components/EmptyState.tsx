@@ -1,19 +1,16 @@
-const SUGGESTIONS = [
-  'How do sequence numbers make delivery exactly-once?',
-  'Explain backpressure with an everyday example',
-  'What should a good retry policy look like?',
-  'Tips for naming things in code',
-];
+import { useI18n } from '../i18n/I18n';
 
+/** A new chat: a greeting and suggestions; picking one puts it in the message box, ready to send. */
 export function EmptyState({ onPick }: { onPick: (text: string) => void }) {
+  const { t } = useI18n();
   return (
     <div className="empty">
-      <h2>What can I help with?</h2>
-      <p>Replies stream in as they are written, and survive reloads and dropped connections.</p>
-      <ul className="suggestions" aria-label="Suggestions">
-        {SUGGESTIONS.map((s) => (
+      <h2>{t.emptyTitle}</h2>
+      <p>{t.emptyText}</p>
+      <ul className="suggestions" aria-label={t.suggestionsLabel}>
+        {t.suggestions.map((s) => (
           <li key={s}>
-            <button type="button" onClick={() => onPick(s)}>
+            <button type="button" data-testid="suggestion" onClick={() => onPick(s)}>
               {s}
             </button>
           </li>

@@ -1,7 +1,8 @@
 import { memo, useState } from 'react';
 import type { Message } from '../protocol';
 import { copyText } from '../lib/clipboard';
-import { FAILED_REPLY_TEXT, failedReplyDetail } from '../lib/failures';
+import { useI18n } from '../i18n/I18n';
+import { failedReplyDetail } from '../lib/failures';
 import { CheckIcon, CopyIcon, RefreshIcon } from './icons';
 import { Markdown } from './Markdown';
 
@@ -19,6 +20,7 @@ interface Props {
 export const MessageItem = memo(function MessageItem({ message, sending = false, onRegenerate, onRetry, highlighted = false }: Props) {
   const { role, content, status } = message;
   const streaming = status === 'streaming';
+  const { t } = useI18n();
   return (
     <article
       className={`message ${role}${highlighted ? ' highlighted' : ''}`}
@@ -27,22 +29,25 @@ export const MessageItem = memo(function MessageItem({ message, sending = false,
       data-role={role}
       data-status={sending ? 'sending' : status}
       data-id={message.id}
+      // The raw text, as the server holds it: what the end-to-end tests compare,
+      // since the rendered Markdown drops its syntax and reflows as it grows.
+      data-content={content}
       aria-busy={streaming || sending}
     >
-      <h2 className="sr-only">{role === 'user' ? 'You' : 'Assistant'}</h2>
+      <h2 className="sr-only">{role === 'user' ? t.you : t.assistant}</h2>
       {role === 'assistant' && <div className="avatar" aria-hidden="true" />}
       <div className="message-body">
         {content ? <Markdown text={content} /> : streaming && <TypingDots />}
-        {status === 'cancelled' && <p className="badge">Stopped</p>}
+        {status === 'cancelled' && <p className="badge">{t.stopped}</p>}
         {status === 'failed' && <ReplyFailed error={message.error} onRetry={onRetry && (() => onRetry(message.id))} />}
-        {sending && <p className="sending">Sending…</p>}
+        {sending && <p className="sending">{t.sending}</p>}
         {role === 'assistant' && !streaming && (
           <div className="message-actions">
             {content && <CopyButton text={content} />}
             {onRegenerate && status !== 'failed' && (
-              <button type="button" className="icon-button" data-testid="regenerate" onClick={onRegenerate} title="Regenerate">
+              <button type="button" className="icon-button" data-testid="regenerate" onClick={onRegenerate} title={t.regenerate}>
                 <RefreshIcon />
-                <span className="sr-only">Regenerate reply</span>
+                <span className="sr-only">{t.regenerateReply}</span>
               </button>
             )}
           </div>
@@ -54,16 +59,17 @@ export const MessageItem = memo(function MessageItem({ message, sending = false,
 
 /** A reply that could not be completed: said plainly, with the server's reason if it gave one. */
 function ReplyFailed({ error, onRetry }: { error?: string; onRetry?: () => void }) {
-  const detail = failedReplyDetail(error);
+  const { t } = useI18n();
+  const detail = failedReplyDetail(error, t.failedReply);
   return (
     <div className="reply-failed" data-testid="reply-failed">
       <p>
-        {FAILED_REPLY_TEXT}
+        {t.failedReply}
         {detail && ` ${detail}`}
       </p>
       {onRetry && (
         <button type="button" className="retry" data-testid="retry" onClick={onRetry}>
-          Retry
+          {t.retry}
         </button>
       )}
     </div>
@@ -71,8 +77,9 @@ function ReplyFailed({ error, onRetry }: { error?: string; onRetry?: () => void 
 }
 
 function TypingDots() {
+  const { t } = useI18n();
   return (
-    <span className="typing" role="img" aria-label="Writing">
+    <span className="typing" role="img" aria-label={t.writing}>
       <span />
       <span />
       <span />
@@ -82,6 +89,7 @@ function TypingDots() {
 
 function CopyButton({ text }: { text: string }) {
   const [copied, setCopied] = useState(false);
+  const { t } = useI18n();
   const copy = async () => {
     if (await copyText(text)) {
       setCopied(true);
@@ -89,9 +97,9 @@ function CopyButton({ text }: { text: string }) {
     }
   };
   return (
-    <button type="button" className="icon-button" onClick={copy} title={copied ? 'Copied' : 'Copy'}>
+    <button type="button" className="icon-button" onClick={copy} title={copied ? t.copied : t.copy}>
       {copied ? <CheckIcon /> : <CopyIcon />}
-      <span className="sr-only">{copied ? 'Copied' : 'Copy reply'}</span>
+      <span className="sr-only">{copied ? t.copied : t.copyReply}</span>
     </button>
   );
 }

@@ -1,6 +1,7 @@
 import { useEffect, useLayoutEffect, useRef, useState, type RefObject } from 'react';
 import type { Message, PendingSend } from '../protocol';
 import { useAutoFollow } from '../hooks/useAutoFollow';
+import { useI18n } from '../i18n/I18n';
 import type { MessageTarget } from '../hooks/useRoute';
 import { ArrowDownIcon } from './icons';
 import { MessageItem } from './MessageItem';
@@ -25,12 +26,13 @@ export function MessageList({ conversationKey, messages, pending, onRegenerate, 
   const last = messages.at(-1);
   // Anything that makes the list taller: a new message, pending or a longer last text.
   const growth = `${messages.length}:${pending.length}:${last?.content.length ?? 0}:${last?.status}`;
-  const { atBottom, jump, settle } = useAutoFollow(scroller, growth, conversationKey);
+  const { following, jump, settle } = useAutoFollow(scroller, growth, conversationKey);
+  const { t } = useI18n();
   const highlighted = useShowTarget(scroller, target ?? null, messages, settle);
 
   return (
     <div className="messages-wrap">
-      <div className="messages" ref={scroller} role="log" aria-label="Messages" aria-relevant="additions" tabIndex={0}>
+      <div className="messages" ref={scroller} role="log" aria-label={t.messagesLabel} aria-relevant="additions" tabIndex={0}>
         <div className="messages-inner">
           {messages.map((m) => (
             <MessageItem
@@ -50,10 +52,10 @@ export function MessageList({ conversationKey, messages, pending, onRegenerate, 
           ))}
         </div>
       </div>
-      {!atBottom && (
+      {!following && (
         <button type="button" className="jump" onClick={jump}>
           <ArrowDownIcon />
-          <span>Jump to latest</span>
+          <span>{t.jumpToLatest}</span>
         </button>
       )}
     </div>

@@ -1,4 +1,5 @@
 import type { Model } from '../api/http';
+import { useI18n } from '../i18n/I18n';
 
 interface Props {
   models: readonly Model[];
@@ -7,10 +8,11 @@ interface Props {
 }
 
 export function ModelPicker({ models, value, onChange }: Props) {
+  const { t } = useI18n();
   if (models.length === 0) return null;
   return (
     <label className="model-picker">
-      <span className="sr-only">Model</span>
+      <span className="sr-only">{t.model}</span>
       <select data-testid="model" value={value} onChange={(e) => onChange(e.target.value)}>
         {models.map((m) => (
           <option key={m.id} value={m.id}>

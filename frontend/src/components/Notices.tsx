@@ -1,4 +1,6 @@
-import type { Notice } from '../protocol';
+import { FRAME_TOO_LARGE, type Notice } from '../protocol';
+import { en, type Dict } from '../i18n/en';
+import { useI18n } from '../i18n/I18n';
 import { describeError, humanSentence } from '../lib/failures';
 import { CloseIcon } from './icons';
 
@@ -8,13 +10,10 @@ import { CloseIcon } from './icons';
  */
 export const IDENTITY_REPLACED = 'identity-replaced';
 
-const IDENTITY_REPLACED_TEXT =
-  'This browser now has a new guest identity, because the previous one could no longer be renewed. ' +
-  'Your earlier conversations belonged to the previous guest identity and can no longer be opened from this browser.';
 
 /** Notices the page raises itself: their sentence is the page's, with the server's explanation after it when there is one. */
-const PAGE_NOTICES: Record<string, { text: string; otherwise: string }> = {
-  delete_failed: { text: 'That conversation could not be deleted.', otherwise: 'Try again in a moment.' },
+const PAGE_NOTICES: Record<string, (t: Dict) => { text: string; otherwise: string }> = {
+  delete_failed: (t) => ({ text: t.deleteFailed, otherwise: t.tryAgainSoon }),
 };
 
 /**
@@ -22,14 +21,15 @@ const PAGE_NOTICES: Record<string, { text: string; otherwise: string }> = {
  * server's message when it is a sentence for people, else the sentence for
  * its code: never a bare code or raw JSON.
  */
-export function describeNotice(notice: Pick<Notice, 'code' | 'message'>): string | null {
+export function describeNotice(notice: Pick<Notice, 'code' | 'message'>, t: Dict = en): string | null {
   if (notice.code === 'unauthorized') {
     // A refused token is renewed without a word; only a new identity is news.
-    return notice.message === IDENTITY_REPLACED ? IDENTITY_REPLACED_TEXT : null;
+    return notice.message === IDENTITY_REPLACED ? t.identityReplaced : null;
   }
-  const page = PAGE_NOTICES[notice.code];
+  if (notice.code === FRAME_TOO_LARGE) return t.frameRefused;
+  const page = PAGE_NOTICES[notice.code]?.(t);
   if (page) return `${page.text} ${humanSentence(notice.message) ?? page.otherwise}`;
-  return describeError(notice.code, notice.message);
+  return describeError(notice.code, notice.message, t);
 }
 
 /** One banner: notices saying the same thing are shown once. */
@@ -44,10 +44,10 @@ export interface Banner {
 const SHOWN = 3;
 
 /** The banners to show for `notices`, oldest first, the latest `SHOWN` of them. */
-export function banners(notices: readonly Notice[]): Banner[] {
+export function banners(notices: readonly Notice[], t: Dict = en): Banner[] {
   const byText = new Map<string, Banner>();
   for (const notice of notices) {
-    const text = describeNotice(notice);
+    const text = describeNotice(notice, t);
     if (text === null) continue;
     const banner = byText.get(text);
     // A repeated notice moves its banner to the end, as the latest.
@@ -58,7 +58,7 @@ export function banners(notices: readonly Notice[]): Banner[] {
 }
 
 /** Shown while the open conversation cannot be served and the client asks again. */
-export const RETRYING_TEXT = 'This conversation is temporarily unavailable. Retrying…';
+export const RETRYING_TEXT = en.retryingConversation;
 
 interface Props {
   notices: readonly Notice[];
@@ -69,13 +69,14 @@ interface Props {
 
 export function Notices({ notices, onDismiss, retrying = false }: Props) {
   // The retry banner says it already; a notice saying the same is not repeated.
-  const shown = banners(notices).filter((b) => !(retrying && b.code === 'unavailable'));
+  const { t } = useI18n();
+  const shown = banners(notices, t).filter((b) => !(retrying && b.code === 'unavailable'));
   if (shown.length === 0 && !retrying) return null;
   return (
     <div className="notices">
       {retrying && (
         <div className="notice" role="status" data-testid="notice" data-code="unavailable">
-          <p className="notice-text">{RETRYING_TEXT}</p>
+          <p className="notice-text">{t.retryingConversation}</p>
         </div>
       )}
       {shown.map((banner) => (
@@ -85,7 +86,7 @@ export function Notices({ notices, onDismiss, retrying = false }: Props) {
             type="button"
             className="icon-button"
             onClick={() => banner.ids.forEach(onDismiss)}
-            aria-label="Dismiss"
+            aria-label={t.dismiss}
           >
             <CloseIcon />
           </button>

@@ -1,14 +1,16 @@
 import { Fragment, useRef, type KeyboardEvent, type MouseEvent } from 'react';
 import { MAX_QUERY_CHARS, type SearchResult } from '../api/http';
 import type { SearchState } from '../hooks/useSearch';
+import { en } from '../i18n/en';
+import { useI18n } from '../i18n/I18n';
 import { humanSentence } from '../lib/failures';
 import { routeHash } from '../lib/route';
 import { parseSnippet } from '../lib/snippet';
 import { titleOf } from './ConversationList';
 import { CloseIcon, SearchIcon } from './icons';
 
-export const NO_MATCH_TEXT = 'No messages match';
-export const UNAVAILABLE_TEXT = 'Search is not available on this server';
+export const NO_MATCH_TEXT = en.noMatch;
+export const UNAVAILABLE_TEXT = en.searchUnavailable;
 
 /**
  * A snippet with its matched words highlighted. Every part is a React text
@@ -31,6 +33,7 @@ interface BoxProps {
 
 export function SearchBox({ query, onQuery, onSubmit }: BoxProps) {
   const input = useRef<HTMLInputElement>(null);
+  const { t } = useI18n();
   const onKeyDown = (e: KeyboardEvent<HTMLInputElement>) => {
     if (e.key === 'Escape' && query) {
       // Clears the search; only an empty box lets Escape close the drawer.
@@ -50,8 +53,8 @@ export function SearchBox({ query, onQuery, onSubmit }: BoxProps) {
         type="search"
         className="search-input"
         data-testid="search"
-        placeholder="Search messages"
-        aria-label="Search messages"
+        placeholder={t.searchMessages}
+        aria-label={t.searchMessages}
         aria-controls="search-results"
         autoComplete="off"
         spellCheck={false}
@@ -64,7 +67,7 @@ export function SearchBox({ query, onQuery, onSubmit }: BoxProps) {
         <button
           type="button"
           className="icon-button search-clear"
-          aria-label="Clear search"
+          aria-label={t.clearSearch}
           onClick={() => {
             onQuery('');
             input.current?.focus();
@@ -86,11 +89,12 @@ interface ResultsProps {
 
 export function SearchResults({ state, onOpen, currentMessage }: ResultsProps) {
   const results = state.status === 'done' || state.status === 'searching' ? state.results : null;
+  const { t } = useI18n();
   let note: string | null = null;
-  if (state.status === 'unavailable') note = UNAVAILABLE_TEXT;
-  else if (state.status === 'failed') note = `Search failed. ${humanSentence(state.message) ?? 'Try again in a moment.'}`;
-  else if (state.status === 'done' && state.results.length === 0) note = NO_MATCH_TEXT;
-  else if (state.status === 'searching' && !results) note = 'Searching…';
+  if (state.status === 'unavailable') note = t.searchUnavailable;
+  else if (state.status === 'failed') note = `${t.searchFailed} ${humanSentence(state.message) ?? t.tryAgainSoon}`;
+  else if (state.status === 'done' && state.results.length === 0) note = t.noMatch;
+  else if (state.status === 'searching' && !results) note = t.searching;
 
   const open = (e: MouseEvent<HTMLAnchorElement>, result: SearchResult) => {
     // A click with a modifier opens the link as the browser would (a new tab).
@@ -103,7 +107,7 @@ export function SearchResults({ state, onOpen, currentMessage }: ResultsProps) {
     <section
       id="search-results"
       className="search-results"
-      aria-label="Search results"
+      aria-label={t.searchResults}
       aria-busy={state.status === 'searching'}
       data-testid="search-results"
       data-status={state.status}
@@ -123,8 +127,8 @@ export function SearchResults({ state, onOpen, currentMessage }: ResultsProps) {
                 onClick={(e) => open(e, r)}
               >
                 <span className="result-head">
-                  <span className="result-title">{titleOf({ title: r.conversation_title })}</span>
-                  <span className="result-role">{r.role === 'user' ? 'You' : 'Assistant'}</span>
+                  <span className="result-title">{titleOf({ title: r.conversation_title }, t.untitledChat)}</span>
+                  <span className="result-role">{r.role === 'user' ? t.you : t.assistant}</span>
                 </span>
                 <Snippet text={r.snippet} />
               </a>

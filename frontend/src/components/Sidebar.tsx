@@ -2,7 +2,9 @@ import { useEffect, useRef } from 'react';
 import type { ConversationSummary, SearchResult } from '../api/http';
 import { useSearch } from '../hooks/useSearch';
 import type { Theme } from '../hooks/useTheme';
+import { useI18n } from '../i18n/I18n';
 import { ConversationList } from './ConversationList';
+import { LanguagePicker } from './LanguagePicker';
 import { CloseIcon, LogoMark, PlusIcon } from './icons';
 import { SearchBox, SearchResults } from './Search';
 import { ThemeSwitch } from './ThemeSwitch';
@@ -44,6 +46,7 @@ export function Sidebar({
 }: Props) {
   useDrawerFocus(open, onClose);
   const search = useSearch();
+  const { t } = useI18n();
   const openResult = (result: SearchResult) => {
     onOpenMessage(result.conversation_id, result.message_id);
     onClose();
@@ -60,13 +63,13 @@ export function Sidebar({
       <div className="sidebar-head">
         <LogoMark />
         <span className="brand">chatstream</span>
-        <button type="button" className="icon-button drawer-close" onClick={onClose} aria-label="Close menu" data-autofocus>
+        <button type="button" className="icon-button drawer-close" onClick={onClose} aria-label={t.closeMenu} data-autofocus>
           <CloseIcon />
         </button>
       </div>
       <button type="button" className="new-chat" data-testid="new-chat" onClick={onNewChat}>
         <PlusIcon />
-        New chat
+        {t.newChat}
       </button>
       <SearchBox query={search.query} onQuery={search.setQuery} onSubmit={openFirst} />
       <div className="sidebar-list">
@@ -86,7 +89,8 @@ export function Sidebar({
         )}
       </div>
       <div className="sidebar-foot">
-        <span className="guest">Guest</span>
+        <span className="guest">{t.guest}</span>
+        <LanguagePicker />
         <ThemeSwitch theme={theme} onChange={onTheme} />
       </div>
     </aside>

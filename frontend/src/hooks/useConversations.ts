@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { ApiError, deleteConversation, listConversations, type ConversationSummary } from '../api/http';
+import { announceListChange, onListChange } from '../lib/tabs';
 import { emptyPages, refreshLimit, withFirstPage, withNextPage, type ListPages } from '../lib/conversationPages';
 import { backoffDelay } from '../protocol/backoff';
 import { useChatClient } from './useChat';
@@ -27,8 +28,9 @@ export const PAGE_SIZE = 50;
  * The user's conversations, most recently updated first, a page at a time:
  * the first page, then the next each time `loadMore` is called (the sidebar
  * calls it when its end scrolls into view). The first page is refetched when
- * the protocol client says the list may have changed and when the tab
- * regains focus (another tab may have created or deleted some); pages loaded
+ * the protocol client says the list may have changed, when another tab says
+ * it created or deleted one (BroadcastChannel, lib/tabs.ts), and when the tab
+ * regains focus; pages loaded
  * by scrolling are kept, and no conversation is ever listed twice.
  */
 export function useConversations(listVersion: number, removed: readonly string[] = []) {
@@ -91,7 +93,11 @@ export function useConversations(listVersion: number, removed: readonly string[]
   useEffect(() => {
     const onVisible = () => document.visibilityState === 'visible' && void refresh();
     document.addEventListener('visibilitychange', onVisible);
-    return () => document.removeEventListener('visibilitychange', onVisible);
+    const offTabs = onListChange(() => void refresh());
+    return () => {
+      document.removeEventListener('visibilitychange', onVisible);
+      offTabs();
+    };
   }, [refresh]);
 
   const remove = useCallback(
@@ -100,6 +106,7 @@ export function useConversations(listVersion: number, removed: readonly string[]
       try {
         await deleteConversation(id);
         client.forget(id);
+        announceListChange();
       } catch (error) {
         // Already gone is what we wanted; anything else leaves it in place
         // (the refresh below shows it again).

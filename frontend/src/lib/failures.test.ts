@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { errorOf } from '../api/http';
-import { describeError, FAILED_REPLY_TEXT, failedReplyDetail, humanSentence, questionBefore } from './failures';
+import { dictionary } from '../i18n';
+import { describeError, ERROR_CODES, FAILED_REPLY_TEXT, failedReplyDetail, humanSentence, questionBefore, sentenceForCode } from './failures';
 
 describe('humanSentence', () => {
   it('keeps a sentence, capitalized and ended', () => {
@@ -73,5 +74,36 @@ describe('HTTP error bodies', () => {
     expect(errorOf(502, null).code).toBe('unavailable');
     expect(errorOf(500, { error: 'boom' }).code).toBe('internal');
     expect(errorOf(404, { error: { code: 'not_found' } }).message).toBe('');
+  });
+});
+
+describe('every error code as a sentence', () => {
+  for (const lang of ['en', 'vi'] as const) {
+    const t = dictionary(lang);
+    it(`has a sentence for each code in ${lang}, never the code itself`, () => {
+      const sentences = new Set<string>();
+      for (const code of ERROR_CODES) {
+        for (const message of [code, '', undefined, null, `{"code":"${code}"}`, `<html>${code}</html>`]) {
+          const text = describeError(code, message, t);
+          expect(text, `${code} / ${String(message)}`).toBe(sentenceForCode(code, t));
+          expect(text).toMatch(/^\p{Lu}.{10,}[.!…]$/u);
+          expect(text).not.toMatch(/_|[{}<>]/);
+        }
+        sentences.add(sentenceForCode(code, t));
+      }
+      // One sentence per code, none falling back to the general one.
+      expect(sentences.size).toBe(ERROR_CODES.length);
+      expect(sentences.has(t.somethingWentWrong)).toBe(false);
+    });
+  }
+
+  it("prefers the server's own sentence, in any language of the UI", () => {
+    const server = 'This conversation has reached its limit of 2,000 messages.';
+    expect(describeError('too_large', server, dictionary('vi'))).toBe(server);
+  });
+
+  it('says something general for a code it does not know, in the language', () => {
+    expect(sentenceForCode('teapot', dictionary('vi'))).toBe('Đã có lỗi xảy ra.');
+    expect(sentenceForCode('toString')).toBe('Something went wrong.');
   });
 });

@@ -4,28 +4,28 @@
 // plainly not a sentence (JSON, an HTML error page from a proxy) is replaced
 // by the sentence for its code.
 
+import { en, type Dict } from '../i18n/en';
 import type { Message } from '../protocol';
 
 /** The longest server sentence shown as it is; anything longer is not a short sentence. */
 const MAX_SENTENCE_CHARS = 300;
 
-/** The protocol's error codes, in words. */
-const CODE_SENTENCES: Record<string, string> = {
-  bad_request: 'The server could not accept that request.',
-  forbidden: 'That conversation cannot be opened here: it belongs to someone else, or to an earlier guest identity of this browser.',
-  not_found: 'This conversation no longer exists.',
-  too_large: 'That is more than the server accepts: the message is too long, or this conversation or your account is full.',
-  rate_limited: 'You are going too fast. Wait a moment and try again.',
-  conflict: 'That could not be done right now: a reply may still be in progress or already finished.',
-  unavailable: 'The server is temporarily unavailable. Try again in a moment.',
-  internal: 'Something went wrong on the server.',
-};
+/** The protocol's error codes (section 6 of the contract), each with its sentence in every language. */
+export const ERROR_CODES = [
+  'bad_request',
+  'unauthorized',
+  'forbidden',
+  'not_found',
+  'too_large',
+  'rate_limited',
+  'conflict',
+  'unavailable',
+  'internal',
+] as const;
 
-const SOMETHING_WENT_WRONG = 'Something went wrong.';
-
-/** The code's sentence; an unknown code gets a general one. */
-export function sentenceForCode(code: string): string {
-  return CODE_SENTENCES[code] ?? SOMETHING_WENT_WRONG;
+/** The code's sentence in the dictionary's language; an unknown code gets a general one. */
+export function sentenceForCode(code: string, t: Pick<Dict, 'codes' | 'somethingWentWrong'> = en): string {
+  return (Object.hasOwn(t.codes, code) ? t.codes[code] : undefined) ?? t.somethingWentWrong;
 }
 
 /**
@@ -45,17 +45,21 @@ export function humanSentence(text: string | null | undefined): string | null {
 }
 
 /** What to show for an error with a protocol code and the server's message. */
-export function describeError(code: string, message: string | null | undefined): string {
-  return humanSentence(message) ?? sentenceForCode(code);
+export function describeError(
+  code: string,
+  message: string | null | undefined,
+  t: Pick<Dict, 'codes' | 'somethingWentWrong'> = en,
+): string {
+  return humanSentence(message) ?? sentenceForCode(code, t);
 }
 
 /** The first line of a reply that ended `failed`. */
-export const FAILED_REPLY_TEXT = 'This reply could not be completed.';
+export const FAILED_REPLY_TEXT = en.failedReply;
 
 /** The server's explanation of a failed reply, when it gives one worth showing. */
-export function failedReplyDetail(error: string | null | undefined): string | null {
+export function failedReplyDetail(error: string | null | undefined, failedText: string = FAILED_REPLY_TEXT): string | null {
   const sentence = humanSentence(error);
-  return sentence === FAILED_REPLY_TEXT ? null : sentence;
+  return sentence === FAILED_REPLY_TEXT || sentence === failedText ? null : sentence;
 }
 
 /** The question a reply answered: the last user message before it. */

@@ -1,13 +1,22 @@
+import { en, type Dict } from '../i18n/en';
+
+type DayLabels = Pick<Dict, 'today' | 'yesterday' | 'previous7Days' | 'previous30Days' | 'older'>;
+
 /** Items grouped under "Today", "Yesterday", … by a timestamp, keeping their order. */
-export function groupByDay<T>(items: readonly T[], when: (item: T) => string, now = new Date()): { label: string; items: T[] }[] {
+export function groupByDay<T>(
+  items: readonly T[],
+  when: (item: T) => string,
+  now = new Date(),
+  t: DayLabels = en,
+): { label: string; items: T[] }[] {
   const startOfToday = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
   const day = 86_400_000;
   const labelOf = (time: number) => {
-    if (time >= startOfToday) return 'Today';
-    if (time >= startOfToday - day) return 'Yesterday';
-    if (time >= startOfToday - 7 * day) return 'Previous 7 days';
-    if (time >= startOfToday - 30 * day) return 'Previous 30 days';
-    return 'Older';
+    if (time >= startOfToday) return t.today;
+    if (time >= startOfToday - day) return t.yesterday;
+    if (time >= startOfToday - 7 * day) return t.previous7Days;
+    if (time >= startOfToday - 30 * day) return t.previous30Days;
+    return t.older;
   };
   const groups: { label: string; items: T[] }[] = [];
   for (const item of items) {

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ChatClient, type SocketLike, type TicketResult } from './client';
+import { ChatClient, FRAME_TOO_LARGE, type SocketLike, type TicketResult } from './client';
 import { BOT_MSG, CONV, exchange, message, snapshot, USER_MSG } from './testing';
 import type { ClientFrame, ServerFrame } from './types';
 
@@ -185,6 +185,49 @@ describe('ChatClient', () => {
     socket.receive({ type: 'error', id: requestId, code: 'conflict', message: 'a reply is still streaming' });
     expect(client.getState().pending).toEqual([]);
     expect(client.getState().notices).toMatchObject([{ code: 'conflict', refusedContent: 'too soon' }]);
+  });
+
+  it('does not send a frame over 65,536 bytes: the text comes back in a notice, nothing is resent', async () => {
+    client.start();
+    let socket = await connect();
+    const text = '流'.repeat(25_000); // 25,000 characters, 75,000 bytes
+    client.send(CONV, text);
+    expect(socket.ofType('send')).toEqual([]);
+    expect(client.getState().pending).toEqual([]);
+    expect(client.getState().notices).toMatchObject([{ code: FRAME_TOO_LARGE, refusedContent: text }]);
+    socket.drop();
+    socket = await connect();
+    expect(socket.ofType('send')).toEqual([]);
+  });
+
+  it('drops the frame a 1009 close refused instead of resending it, and sends nothing that large again', async () => {
+    client.start();
+    let socket = await connect();
+    client.send(CONV, 'small one');
+    const big = 'x'.repeat(20_000);
+    client.send(CONV, big);
+    expect(socket.ofType('send').map((f) => f.content)).toEqual(['small one', big]);
+    socket.drop(1009);
+    expect(client.getState().notices).toMatchObject([{ code: FRAME_TOO_LARGE, refusedContent: big }]);
+    expect(client.getState().pending.map((p) => p.content)).toEqual(['small one']);
+
+    // The reconnect replays what is unanswered, except the refused frame: no loop.
+    socket = await connect();
+    expect(socket.ofType('send').map((f) => f.content)).toEqual(['small one']);
+    // The node's limit is lower than the contract's: a frame as large is refused before sending.
+    client.send(CONV, 'y'.repeat(20_000));
+    expect(socket.ofType('send')).toHaveLength(1);
+    expect(client.getState().notices).toHaveLength(2);
+    client.send(CONV, 'y'.repeat(10_000));
+    expect(socket.ofType('send')).toHaveLength(2);
+  });
+
+  it('reconnects as usual after a 1009 close with no send waiting', async () => {
+    client.start();
+    const socket = await connect();
+    socket.drop(1009);
+    expect(client.getState().notices).toEqual([]);
+    await connect();
   });
 
   it('forgets its token when the server refuses it, and reconnects with backoff', async () => {

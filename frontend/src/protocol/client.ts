@@ -3,6 +3,7 @@
 // replayed (the server deduplicates them by id). The UI reads `getState()`
 // and calls the methods below; it never sees a frame.
 
+import { frameBytes, MAX_FRAME_BYTES } from '../lib/limits';
 import { backoffDelay } from './backoff';
 import { uuid } from './ids';
 import {
@@ -15,6 +16,7 @@ import {
 } from './reducer';
 import {
   CLOSE_BAD_TOKEN,
+  CLOSE_TOO_BIG,
   type AckFrame,
   type ClientFrame,
   type ErrorCode,
@@ -38,6 +40,13 @@ export interface PendingSend {
   /** Known once acknowledged; the entry leaves when this message appears. */
   userMessageId: string | null;
 }
+
+/**
+ * The code of the notice for a send that was not sent because its frame is
+ * over the size limit: found before sending, or refused by the server (close
+ * 1009). The notice carries the text back (`refusedContent`).
+ */
+export const FRAME_TOO_LARGE = 'frame_too_large';
 
 export interface Notice {
   id: string;
@@ -105,6 +114,8 @@ export interface ClientOptions {
   createSocket(url: string): SocketLike;
   isOnline?(): boolean;
   random?(): number;
+  /** The largest frame the server takes (the contract's 65,536 bytes unless told otherwise). */
+  maxFrameBytes?: number;
 }
 
 type SendFrame = Extract<ClientFrame, { type: 'send' }>;
@@ -157,8 +168,12 @@ export class ChatClient {
   private readonly refusals = new Map<string, number>();
   /** Conversation → its pending subscribe retry. */
   private readonly retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** Frames larger than this are not sent; lowered when the server refuses a smaller one (1009). */
+  private maxFrameBytes: number;
 
-  constructor(private readonly options: ClientOptions) {}
+  constructor(private readonly options: ClientOptions) {
+    this.maxFrameBytes = options.maxFrameBytes ?? MAX_FRAME_BYTES;
+  }
 
   // ---- store interface (React's useSyncExternalStore) ----
 
@@ -228,6 +243,12 @@ export class ChatClient {
     const frame: SendFrame = { type: 'send', id: uuid(), content, client_msg_id: uuid() };
     if (conversationId) frame.conversation_id = conversationId;
     if (model) frame.model = model;
+    // The server would close the socket (1009) and the resend after the
+    // reconnect would meet the same fate: refuse it here, text handed back.
+    if (frameBytes(frame) > this.maxFrameBytes) {
+      this.refuseTooLarge(frame);
+      return frame.id;
+    }
     this.outbox.set(frame.id, frame);
     this.update({
       pending: [
@@ -297,6 +318,7 @@ export class ChatClient {
       if (this.socket !== socket) return;
       this.dropSocket();
       if (event.code === CLOSE_BAD_TOKEN) this.refusedCredential();
+      if (event.code === CLOSE_TOO_BIG) this.frameRefused();
       this.scheduleReconnect();
     };
   }
@@ -308,6 +330,32 @@ export class ChatClient {
    */
   private refusedCredential(): void {
     if (this.openedWithToken) this.options.dropToken(this.token);
+  }
+
+  /**
+   * The server closed with 1009: a frame we sent was over its limit (which
+   * may be lower than the contract's). The largest unanswered send is that
+   * frame: it leaves the outbox (so the reconnect does not send it again),
+   * its text goes back to the user, and nothing that large is sent again.
+   */
+  private frameRefused(): void {
+    let largest: { frame: SendFrame; bytes: number } | null = null;
+    for (const frame of this.outbox.values()) {
+      if (frame.type !== 'send') continue;
+      const bytes = frameBytes(frame);
+      if (!largest || bytes > largest.bytes) largest = { frame, bytes };
+    }
+    if (!largest) return;
+    this.outbox.delete(largest.frame.id);
+    this.maxFrameBytes = Math.min(this.maxFrameBytes, largest.bytes - 1);
+    this.refuseTooLarge(largest.frame);
+  }
+
+  private refuseTooLarge(frame: SendFrame): void {
+    this.update({
+      pending: this.state.pending.filter((p) => p.requestId !== frame.id),
+      notices: [...this.state.notices, { id: uuid(), code: FRAME_TOO_LARGE, message: '', refusedContent: frame.content }],
+    });
   }
 
   /** Detach the current socket so none of its late callbacks act; returns it. */

@@ -120,3 +120,5 @@ export type ServerFrame =
 
 /** WebSocket close codes the client treats specially. */
 export const CLOSE_BAD_TOKEN = 1008;
+/** A frame over the server's size limit (`MAX_FRAME_BYTES`): never to be sent again as it is. */
+export const CLOSE_TOO_BIG = 1009;
