@@ -99,6 +99,31 @@ async fn conversations_spread_over_the_masters_and_events_stay_in_their_shard() 
 
 const TOKENS: usize = 400;
 
+/// `count` nodes on `cluster`, the demo model writing `tokens` tokens
+/// `delay_ms` apart; one test user may drive every reply.
+async fn nodes_on(
+    cluster: &RedisCluster,
+    count: usize,
+    delay_ms: u64,
+    tokens: usize,
+) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let seeds = cluster.seeds();
+        nodes.push(
+            TestNode::start(|s| {
+                s.redis_cluster_nodes = seeds;
+                s.node_id = Some(format!("node-{i}"));
+                s.demo_token_delay_ms = delay_ms;
+                s.demo_reply_tokens = tokens;
+                s.max_generations_per_user = 100;
+            })
+            .await,
+        );
+    }
+    nodes
+}
+
 /// Three nodes on a Redis Cluster, replies streaming from each: every
 /// master is failed over to its replica in turn (`CLUSTER FAILOVER`), and
 /// every follower, the sender on the generating node and a watcher on
@@ -108,21 +133,7 @@ const TOKENS: usize = 400;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_over_every_master_mid_reply_loses_nothing() {
     let cluster = RedisCluster::start();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let seeds = cluster.seeds();
-        nodes.push(
-            TestNode::start(|s| {
-                s.redis_cluster_nodes = seeds;
-                s.node_id = Some(format!("node-{i}"));
-                s.demo_token_delay_ms = 25;
-                s.demo_reply_tokens = TOKENS;
-                // One test user drives every reply.
-                s.max_generations_per_user = 100;
-            })
-            .await,
-        );
-    }
+    let nodes = nodes_on(&cluster, 3, 25, TOKENS).await;
     let (token, _) = nodes[0].guest().await;
     let mut followers = Vec::new();
     for i in 0..6 {
@@ -171,19 +182,7 @@ async fn failing_over_every_master_mid_reply_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_restarted_empty_mid_reply_is_rebuilt() {
     let mut cluster = RedisCluster::start();
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let seeds = cluster.seeds();
-        nodes.push(
-            TestNode::start(|s| {
-                s.redis_cluster_nodes = seeds;
-                s.node_id = Some(format!("node-{i}"));
-                s.demo_token_delay_ms = 20;
-                s.demo_reply_tokens = 200;
-            })
-            .await,
-        );
-    }
+    let nodes = nodes_on(&cluster, 2, 20, 200).await;
     let (token, _) = nodes[0].guest().await;
     let sender = Follower::start(&nodes[0].ws_url(&token), "lost and rebuilt").await;
     let watcher = Follower::watch(&nodes[1].ws_url(&token), &sender.0).await;
@@ -217,19 +216,7 @@ async fn a_master_restarted_empty_mid_reply_is_rebuilt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_moved_mid_reply_loses_nothing() {
     let cluster = RedisCluster::start();
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let seeds = cluster.seeds();
-        nodes.push(
-            TestNode::start(|s| {
-                s.redis_cluster_nodes = seeds;
-                s.node_id = Some(format!("node-{i}"));
-                s.demo_token_delay_ms = 20;
-                s.demo_reply_tokens = 200;
-            })
-            .await,
-        );
-    }
+    let nodes = nodes_on(&cluster, 2, 20, 200).await;
     let (token, _) = nodes[0].guest().await;
     let sender = Follower::start(&nodes[0].ws_url(&token), "moved while streaming").await;
     let watcher = Follower::watch(&nodes[1].ws_url(&token), &sender.0).await;
