@@ -917,6 +917,7 @@ fn conversation_writes(
         plant(position, &mut content);
         writes.push(StoreWrite::Message(StoredMessage {
             message: Message {
+                parent_id: None,
                 id: Uuid::new_v4(),
                 conversation_id: id,
                 role,
@@ -1378,12 +1379,15 @@ impl Bench {
                 let engine = engine.clone();
                 async move {
                     let snapshot = engine.snapshot(id).await?;
+                    let (messages, branches) =
+                        chatstream::branches::split_active(snapshot.messages);
                     let detail = ConversationDetail {
                         id: snapshot.info.id,
                         title: snapshot.info.title,
                         epoch: snapshot.epoch.to_string(),
                         seq: snapshot.seq,
-                        messages: snapshot.messages,
+                        messages,
+                        branches,
                     };
                     std::hint::black_box(serde_json::to_vec(&detail)?);
                     Ok(())

@@ -164,6 +164,7 @@ async fn memory_engine_append() {
                 content: "How do actors work?".into(),
                 model: "demo".into(),
                 client_msg_id: None,
+                branch: Default::default(),
             })
             .await
             .expect("a turn");
@@ -486,6 +487,7 @@ fn bench_turn(user: &UserId, conversation_id: Option<Uuid>, content: &str) -> Tu
         content: content.into(),
         model: "demo".into(),
         client_msg_id: None,
+        branch: Default::default(),
     }
 }
 

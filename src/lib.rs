@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! - [`protocol`]: the wire contract's types, shared by server, tests and tools.
-//! - [`transcript`]: the fold of events into messages, and the log's rules.
+//! - [`transcript`]: the fold of events into messages, and the log's rules;
+//!   [`branches`]: the tree those messages form, its active path.
 //! - [`engine`]: the event log, materialized state and live bus behind one
 //!   trait; [`engine::MemoryEngine`] is the embedded default.
 //! - [`providers`]: model providers behind the `Provider` trait; `demo` built
@@ -26,6 +27,7 @@
 pub mod actors;
 pub mod ai_worker;
 pub mod auth;
+pub mod branches;
 pub mod config;
 pub mod engine;
 pub mod healthcheck;

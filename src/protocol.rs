@@ -90,6 +90,12 @@ pub enum MessageStatus {
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
+    /// The message this one follows: a reply's user message, a user
+    /// message's previous reply; `None` for a first message (and its edits).
+    /// Messages with the same parent are versions of one another (contract
+    /// 1.2, "Versions and branches").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<Uuid>,
     pub role: Role,
     pub content: String,
     pub status: MessageStatus,
@@ -301,6 +307,9 @@ pub enum ClientRequest {
     Cancel {
         message_id: Uuid,
     },
+    Regenerate(RegenerateRequest),
+    Edit(EditRequest),
+    Continue(RegenerateRequest),
     Ping,
 }
 
@@ -314,23 +323,54 @@ pub struct SendRequest {
     pub client_msg_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The message the new user message follows (contract 1.2); absent, the
+    /// conversation's newest message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<Uuid>,
 }
 
 impl SendRequest {
     /// Checks the content's length rules.
     pub fn validate(&self) -> Result<(), ApiError> {
-        let chars = self.content.chars().count();
-        if chars == 0 {
-            return Err(ApiError::bad_request("content must not be empty"));
-        }
-        if chars > MAX_CONTENT_CHARS {
-            return Err(ApiError::new(
-                ErrorCode::TooLarge,
-                format!("content has {chars} characters, at most {MAX_CONTENT_CHARS} are allowed"),
-            ));
-        }
-        Ok(())
+        validate_content(&self.content)
     }
+}
+
+/// A `regenerate` or `continue` frame's fields, also the body of
+/// `POST /api/regenerate` and `POST /api/continue`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct RegenerateRequest {
+    pub message_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// An `edit` frame's fields, also the body of `POST /api/edit`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct EditRequest {
+    pub message_id: Uuid,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The length rules of a user message's `content`.
+pub fn validate_content(content: &str) -> Result<(), ApiError> {
+    let chars = content.chars().count();
+    if chars == 0 {
+        return Err(ApiError::bad_request("content must not be empty"));
+    }
+    if chars > MAX_CONTENT_CHARS {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("content has {chars} characters, at most {MAX_CONTENT_CHARS} are allowed"),
+        ));
+    }
+    Ok(())
 }
 
 /// One parsed client frame: its optional `id` and its request.
@@ -430,7 +470,12 @@ pub enum ServerFrame {
         conversation_id: Uuid,
         epoch: String,
         seq: u64,
+        /// The active path (contract 1.2): what a client that knows nothing
+        /// of branches shows.
         messages: Vec<Message>,
+        /// Every other message, in the order of their `message` events.
+        #[serde(default)]
+        branches: Vec<Message>,
     },
     Event {
         conversation_id: Uuid,
@@ -544,7 +589,11 @@ pub struct ConversationDetail {
     pub title: Option<String>,
     pub epoch: String,
     pub seq: u64,
+    /// The active path, as in `snapshot`.
     pub messages: Vec<Message>,
+    /// The messages off the active path, as in `snapshot`.
+    #[serde(default)]
+    pub branches: Vec<Message>,
 }
 
 /// Unix time in milliseconds, with fractions, as `ts` carries it.
@@ -633,6 +682,7 @@ mod tests {
             content,
             client_msg_id: None,
             model: None,
+            parent_id: None,
         };
         assert_eq!(
             request(String::new()).validate().unwrap_err().code,

@@ -116,6 +116,7 @@ mod tests {
         Message {
             id: Uuid::new_v4(),
             conversation_id: Uuid::nil(),
+            parent_id: None,
             role,
             content: if role == Role::User {
                 "hi".into()

@@ -116,6 +116,7 @@ impl TestNode {
                 content: "tell me about ordering".into(),
                 model: "demo".into(),
                 client_msg_id: None,
+                branch: Default::default(),
             })
             .await
             .expect("the turn starts");
@@ -134,6 +135,7 @@ impl TestNode {
                     content: content.into(),
                     client_msg_id: None,
                     model: Some(model.into()),
+                    parent_id: None,
                 },
             )
             .await

@@ -1373,3 +1373,92 @@ async fn a_reply_streaming_longer_than_the_conversation_ttl_ends_normally() {
     })
     .await;
 }
+
+/// Versions and branches (contract 1.2): a tree made on one node is the same
+/// tree on the other, as it streams and after Redis lost every key, when it
+/// comes back from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branched_conversation_is_one_tree_on_every_node_and_after_redis_lost_it() {
+    bounded(async {
+        let cluster = Cluster::start(2, |_| {}).await;
+        let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+        let (token, _) = a.guest().await;
+        let mut writer = a.connect(&token).await;
+        let sent = writer.send_turn("Grow a tree").await;
+        frames_until(&mut writer, |f| ends(f, &sent.reply_id)).await;
+        // A watcher on the other node, from the first event on.
+        let mut watcher = b.connect(&token).await;
+        let subscribed = watcher
+            .request(json!({"type": "subscribe", "conversation_id": sent.conversation}))
+            .await;
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        let snapshot = frames_until(&mut watcher, |f| f["type"] == "snapshot")
+            .await
+            .pop()
+            .unwrap();
+
+        let regenerated = writer
+            .request(json!({"type": "regenerate", "message_id": sent.reply_id}))
+            .await;
+        let version = regenerated["assistant_message_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        frames_until(&mut writer, |f| ends(f, &version)).await;
+        let edited = writer
+            .request(
+                json!({"type": "edit", "message_id": sent.ack["user_message_id"],
+                            "content": "Grow a forest"}),
+            )
+            .await;
+        let edit_reply = edited["assistant_message_id"].as_str().unwrap().to_owned();
+        frames_until(&mut writer, |f| ends(f, &edit_reply)).await;
+
+        // The watcher's fold of what it was sent is the whole tree.
+        let frames = frames_until(&mut watcher, |f| ends(f, &edit_reply)).await;
+        let mut view = View::default();
+        view.apply(&sent.conversation, &snapshot);
+        view.apply_all(&sent.conversation, &frames);
+        let on_a = detail_when_available(a, &token, &sent.conversation, AFTER_LOSS).await;
+        let on_b = detail_when_available(b, &token, &sent.conversation, AFTER_LOSS).await;
+        assert_eq!(on_a, on_b, "one tree on every node");
+        let tree: Vec<Message> = messages_of(&on_a)
+            .into_iter()
+            .chain(serde_json::from_value::<Vec<Message>>(on_a["branches"].clone()).unwrap())
+            .collect();
+        let mut folded = view.messages().to_vec();
+        folded.sort_by_key(|m| m.id);
+        let mut stored = tree.clone();
+        stored.sort_by_key(|m| m.id);
+        assert_eq!(folded, stored, "the live events fold to the same tree");
+        assert_eq!(
+            on_a["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            [
+                edited["user_message_id"].as_str().unwrap(),
+                edit_reply.as_str()
+            ]
+        );
+
+        // Redis loses everything; the store gives the tree back.
+        let store = cluster.store().await;
+        wait_until_stored(
+            store.as_ref(),
+            &[(sent.conversation.clone(), view.messages().to_vec())],
+        )
+        .await;
+        flushall(&cluster.redis).await;
+        let restored = detail_when_available(b, &token, &sent.conversation, AFTER_LOSS).await;
+        assert_ne!(restored["epoch"], on_a["epoch"]);
+        assert_eq!(restored["messages"], on_a["messages"]);
+        assert_eq!(restored["branches"], on_a["branches"]);
+        watcher.close().await;
+        writer.close().await;
+        cluster.stop().await;
+    })
+    .await;
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chatstream::engine::redis::{RedisOptions, RedisTarget};
 use chatstream::engine::{
-    BusMessage, Engine, EngineError, Limits, MemoryEngine, NodeAnnouncement, RedisEngine,
+    Branch, BusMessage, Engine, EngineError, Limits, MemoryEngine, NodeAnnouncement, RedisEngine,
     TextAppend, Turn, TurnRequest,
 };
 use chatstream::protocol::UserId;
@@ -123,6 +123,11 @@ conformance!(
     the_message_limit_holds_at_its_edge,
     the_generation_limit_holds_at_its_edge,
     a_rebuilt_streaming_reply_counts_toward_its_users_limit,
+    versions_branch_the_tree_and_the_newest_is_active,
+    a_continued_reply_starts_with_the_old_text,
+    versions_are_idempotent_by_client_msg_id,
+    a_turn_after_a_message_not_in_the_conversation_is_refused,
+    a_rename_sets_the_title_and_the_time,
 );
 
 /// Builds a fresh engine keeping `history` entries per conversation.
@@ -152,7 +157,31 @@ fn turn(user: &UserId, conversation_id: Option<Uuid>, content: &str) -> TurnRequ
         content: content.into(),
         model: "demo".into(),
         client_msg_id: None,
+        branch: Branch::Newest,
     }
+}
+
+/// A turn asking only for a new reply to the user message `to`.
+fn reply_to(user: &UserId, conversation_id: Uuid, to: Uuid, prefix: &str) -> TurnRequest {
+    TurnRequest {
+        branch: Branch::Reply {
+            to,
+            prefix: prefix.into(),
+        },
+        ..turn(user, Some(conversation_id), "")
+    }
+}
+
+/// Ends a reply as `done` on behalf of `NODE`.
+async fn finish(engine: &dyn Engine, turn: &Turn) {
+    engine
+        .end_reply(
+            turn.ack.conversation_id,
+            done(turn.ack.assistant_message_id),
+            NODE,
+        )
+        .await
+        .unwrap();
 }
 
 fn delta(message_id: Uuid, text: &str) -> Event {
@@ -1335,8 +1364,9 @@ async fn a_send_costs_redis_the_same_however_long_the_conversation() {
     }
 }
 
-/// Rewrites a conversation into the layout written before `texts` and
-/// `pos`: every message's text in a `text:<id>` key of its own.
+/// Rewrites a conversation into the layout written before `texts`, `pos`
+/// and `parent_id`: every message's text in a `text:<id>` key of its own,
+/// and no message naming its parent.
 async fn into_former_layout(
     connection: &mut redis::aio::MultiplexedConnection,
     conversation_id: Uuid,
@@ -1351,6 +1381,18 @@ async fn into_former_layout(
     for (id, text) in &texts {
         pipe.set(key(&format!("text:{id}")), text).ignore();
     }
+    // Messages did not name their parent then: each followed the one
+    // before it.
+    let stored: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(key("msgs"))
+        .query_async(connection)
+        .await
+        .unwrap();
+    for (id, json) in stored {
+        let mut message: serde_json::Value = serde_json::from_str(&json).unwrap();
+        message.as_object_mut().unwrap().remove("parent_id");
+        pipe.hset(key("msgs"), id, message.to_string()).ignore();
+    }
     pipe.del(key("texts"))
         .ignore()
         .del(key("pos"))
@@ -1360,8 +1402,9 @@ async fn into_former_layout(
     let _: () = pipe.query_async(connection).await.unwrap();
 }
 
-/// A conversation written before this layout reads whole, is moved to the
-/// fixed set of keys by its next write, and is deleted without a key left.
+/// A conversation written before this layout reads whole, with each
+/// message's parent found from the order, is moved to the fixed set of keys
+/// by its next write, and is deleted without a key left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_in_the_former_layout_is_read_and_migrated() {
     let server = RedisServer::start();
@@ -1433,4 +1476,305 @@ async fn a_conversation_in_the_former_layout_is_read_and_migrated() {
     into_former_layout(&mut connection, id).await;
     engine.delete_conversation(id).await.unwrap();
     assert!(conversation_keys(&mut connection, id).await.is_empty());
+}
+
+/// Folds the whole log and checks it gives the snapshot: the tree too.
+async fn assert_log_folds_to_snapshot(
+    engine: &dyn Engine,
+    id: Uuid,
+) -> Vec<chatstream::protocol::Message> {
+    let history = engine.read(id, 0).await.unwrap();
+    let mut folded = Transcript::default();
+    for entry in history.entries.unwrap() {
+        folded.apply(&entry.event).unwrap();
+    }
+    let snapshot = engine.snapshot(id).await.unwrap();
+    assert_eq!(folded.messages(), snapshot.messages.as_slice());
+    snapshot.messages
+}
+
+async fn versions_branch_the_tree_and_the_newest_is_active(make: impl MakeSubject) {
+    let subject = make.make(1000).await;
+    let engine = subject.engine.as_ref();
+    let user = UserId::new_guest();
+    let first = new_turn(engine, &user, "What is a tree?").await;
+    let id = first.ack.conversation_id;
+    let question = first.ack.user_message_id;
+    finish(engine, &first).await;
+
+    // A second version of the reply: a reply alone, beside the first.
+    let again = engine
+        .start_turn(reply_to(&user, id, question, ""))
+        .await
+        .unwrap();
+    assert!(again.started);
+    assert_eq!(
+        again.ack.user_message_id, question,
+        "the question it answers"
+    );
+    assert_eq!(again.user_seq, 4, "followed from the new reply's own event");
+    finish(engine, &again).await;
+
+    // A follow-up after the second version, then an edit of the first
+    // question: a second first message and its reply.
+    let follow_up = engine
+        .start_turn(turn(&user, Some(id), "And a forest?"))
+        .await
+        .unwrap();
+    finish(engine, &follow_up).await;
+    let edited = engine
+        .start_turn(TurnRequest {
+            branch: Branch::After(None),
+            ..turn(&user, Some(id), "What is a graph?")
+        })
+        .await
+        .unwrap();
+    finish(engine, &edited).await;
+
+    let messages = assert_log_folds_to_snapshot(engine, id).await;
+    let parents: Vec<(Uuid, Option<Uuid>)> = messages.iter().map(|m| (m.id, m.parent_id)).collect();
+    assert_eq!(
+        parents,
+        [
+            (question, None),
+            (first.ack.assistant_message_id, Some(question)),
+            (again.ack.assistant_message_id, Some(question)),
+            (
+                follow_up.ack.user_message_id,
+                Some(again.ack.assistant_message_id)
+            ),
+            (
+                follow_up.ack.assistant_message_id,
+                Some(follow_up.ack.user_message_id)
+            ),
+            (edited.ack.user_message_id, None),
+            (
+                edited.ack.assistant_message_id,
+                Some(edited.ack.user_message_id)
+            ),
+        ],
+        "every message names the one it follows, in log order"
+    );
+    let (path, branches) = chatstream::branches::split_active(messages);
+    assert_eq!(
+        path.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [edited.ack.user_message_id, edited.ack.assistant_message_id]
+    );
+    assert_eq!(branches.len(), 5);
+    // Positions count every message, branches too.
+    assert_eq!(
+        engine
+            .message_at(id, edited.ack.assistant_message_id)
+            .await
+            .unwrap()
+            .map(|(position, _)| position),
+        Some(6)
+    );
+}
+
+async fn a_continued_reply_starts_with_the_old_text(make: impl MakeSubject) {
+    let subject = make.make(1000).await;
+    let engine = subject.engine.as_ref();
+    let user = UserId::new_guest();
+    let first = new_turn(engine, &user, "Tell me a long story").await;
+    let id = first.ack.conversation_id;
+    engine
+        .append_text(
+            id,
+            first.ack.assistant_message_id,
+            0,
+            "Once upon".into(),
+            NODE,
+        )
+        .await
+        .unwrap();
+    engine
+        .append(
+            id,
+            Event::Cancelled {
+                message_id: first.ack.assistant_message_id,
+            },
+        )
+        .await
+        .unwrap();
+    let head = engine.read(id, u64::MAX).await.unwrap().head;
+
+    let continued = engine
+        .start_turn(reply_to(&user, id, first.ack.user_message_id, "Once upon"))
+        .await
+        .unwrap();
+    let reply = continued.ack.assistant_message_id;
+    // Its message (empty, as every new reply), then its first delta.
+    let entries = engine.read(id, head).await.unwrap().entries.unwrap();
+    assert_eq!(entries.len(), 2);
+    match &entries[0].event {
+        Event::Message { message } => {
+            assert_eq!((message.id, message.content.as_str()), (reply, ""));
+            assert_eq!(message.parent_id, Some(first.ack.user_message_id));
+        }
+        other => panic!("a message event first, not {other:?}"),
+    }
+    assert_eq!(entries[1].event, delta(reply, "Once upon"));
+    // The writer goes on from the end of that text.
+    engine
+        .append_text(id, reply, "Once upon".len(), " a time".into(), NODE)
+        .await
+        .unwrap();
+    let messages = assert_log_folds_to_snapshot(engine, id).await;
+    let new = messages.iter().find(|m| m.id == reply).unwrap();
+    assert_eq!(
+        (new.content.as_str(), new.status),
+        ("Once upon a time", MessageStatus::Streaming)
+    );
+    let old = messages
+        .iter()
+        .find(|m| m.id == first.ack.assistant_message_id)
+        .unwrap();
+    assert_eq!(
+        (old.content.as_str(), old.status),
+        ("Once upon", MessageStatus::Cancelled),
+        "the stopped version is kept as it was"
+    );
+}
+
+async fn versions_are_idempotent_by_client_msg_id(make: impl MakeSubject) {
+    let subject = make.make(1000).await;
+    let engine = subject.engine.as_ref();
+    let user = UserId::new_guest();
+    let first = new_turn(engine, &user, "Once").await;
+    let id = first.ack.conversation_id;
+    finish(engine, &first).await;
+    let client_msg_id = Some(Uuid::new_v4());
+    let regenerate = TurnRequest {
+        client_msg_id,
+        ..reply_to(&user, id, first.ack.user_message_id, "")
+    };
+    let version = engine.start_turn(regenerate.clone()).await.unwrap();
+    let seq = engine.snapshot(id).await.unwrap().seq;
+    let resent = engine.start_turn(regenerate).await.unwrap();
+    assert!(!resent.started);
+    assert_eq!(
+        (resent.ack, resent.user_seq),
+        (version.ack, version.user_seq)
+    );
+    assert_eq!(
+        engine.snapshot(id).await.unwrap().seq,
+        seq,
+        "nothing appended"
+    );
+    finish(engine, &version).await;
+    // The same id for another kind of request is a conflict.
+    let reused = engine
+        .start_turn(TurnRequest {
+            client_msg_id,
+            branch: Branch::After(None),
+            ..turn(&user, Some(id), "Once")
+        })
+        .await;
+    assert!(
+        matches!(reused, Err(EngineError::Conflict(_))),
+        "{reused:?}"
+    );
+    // An edit resent is the same edit.
+    let edit_id = Some(Uuid::new_v4());
+    let edit = TurnRequest {
+        client_msg_id: edit_id,
+        branch: Branch::After(None),
+        ..turn(&user, Some(id), "Twice")
+    };
+    let edited = engine.start_turn(edit.clone()).await.unwrap();
+    let edited_again = engine.start_turn(edit).await.unwrap();
+    assert_eq!(edited_again.ack, edited.ack);
+    assert!(!edited_again.started);
+}
+
+async fn a_turn_after_a_message_not_in_the_conversation_is_refused(make: impl MakeSubject) {
+    let subject = make.make(1000).await;
+    let engine = subject.engine.as_ref();
+    let user = UserId::new_guest();
+    let first = new_turn(engine, &user, "Here").await;
+    let id = first.ack.conversation_id;
+    finish(engine, &first).await;
+    let elsewhere = new_turn(engine, &user, "There").await;
+    finish(engine, &elsewhere).await;
+    let seq = engine.snapshot(id).await.unwrap().seq;
+    for branch in [
+        Branch::After(Some(Uuid::new_v4())),
+        Branch::After(Some(elsewhere.ack.assistant_message_id)),
+        Branch::Reply {
+            to: elsewhere.ack.user_message_id,
+            prefix: String::new(),
+        },
+    ] {
+        let refused = engine
+            .start_turn(TurnRequest {
+                branch: branch.clone(),
+                ..turn(&user, Some(id), "Lost")
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(EngineError::Conflict(_))),
+            "{branch:?}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        engine.snapshot(id).await.unwrap().seq,
+        seq,
+        "nothing appended"
+    );
+    // A new reply while one streams is refused like a send.
+    let streaming = engine
+        .start_turn(turn(&user, Some(id), "Still here"))
+        .await
+        .unwrap();
+    let refused = engine
+        .start_turn(reply_to(&user, id, first.ack.user_message_id, ""))
+        .await;
+    assert!(
+        matches!(refused, Err(EngineError::Conflict(_))),
+        "{refused:?}"
+    );
+    finish(engine, &streaming).await;
+}
+
+async fn a_rename_sets_the_title_and_the_time(make: impl MakeSubject) {
+    let subject = make.make(100).await;
+    let engine = subject.engine.as_ref();
+    let user = UserId::new_guest();
+    let older = new_turn(engine, &user, "first conversation").await;
+    let newer = new_turn(engine, &user, "second conversation").await;
+    let before = engine
+        .conversation(older.ack.conversation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let renamed = engine
+        .rename_conversation(older.ack.conversation_id, "Cây và rừng".into())
+        .await
+        .unwrap();
+    assert_eq!(renamed.title.as_deref(), Some("Cây và rừng"));
+    assert!(renamed.updated_at > before.updated_at);
+    assert_eq!(
+        engine
+            .conversation(older.ack.conversation_id)
+            .await
+            .unwrap(),
+        Some(renamed)
+    );
+    let listed: Vec<Uuid> = engine
+        .list_conversations(&user)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        listed,
+        [older.ack.conversation_id, newer.ack.conversation_id],
+        "the renamed one is the most recently updated"
+    );
+    assert!(matches!(
+        engine.rename_conversation(Uuid::new_v4(), "x".into()).await,
+        Err(EngineError::NotFound)
+    ));
 }

@@ -361,3 +361,87 @@ async fn admin_actors_lists_the_live_tree_and_forgets_what_ended() {
     .await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_is_renamed_by_its_owner_only() {
+    let node = TestNode::start(|_| {}).await;
+    let (token, _) = node.guest().await;
+    let (intruder, _) = node.guest().await;
+    let (_, older) = node
+        .api(Method::POST, "/api/conversations", Some(&token), None)
+        .await;
+    let (_, newer) = node
+        .api(Method::POST, "/api/conversations", Some(&token), None)
+        .await;
+    let path = format!("/api/conversations/{}", older["id"].as_str().unwrap());
+
+    let (status, renamed) = node
+        .api(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"title": "  Kế hoạch du lịch  "})),
+        )
+        .await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["title"], "Kế hoạch du lịch", "trimmed");
+    assert_eq!(renamed["id"], older["id"]);
+    assert!(renamed["messages"].is_array());
+    let (_, listing) = node
+        .api(Method::GET, "/api/conversations", Some(&token), None)
+        .await;
+    let listed: Vec<&Value> = listing["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(
+        listed[0]["id"], older["id"],
+        "the renamed one was updated last"
+    );
+    assert_eq!(listed[0]["title"], "Kế hoạch du lịch");
+    assert_eq!(listed[1]["id"], newer["id"]);
+
+    for (body, code, status) in [
+        (json!({"title": "   "}), "bad_request", 400),
+        (json!({"title": "ê".repeat(201)}), "too_large", 413),
+        (json!({}), "bad_request", 400),
+    ] {
+        let (got, answer) = node
+            .api(Method::PATCH, &path, Some(&token), Some(body))
+            .await;
+        assert_eq!((got, &answer["error"]["code"]), (status, &json!(code)));
+    }
+    let (status, answer) = node
+        .api(
+            Method::PATCH,
+            &path,
+            Some(&intruder),
+            Some(json!({"title": "mine"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (403, &json!("forbidden"))
+    );
+    let unknown = format!("/api/conversations/{}", uuid::Uuid::new_v4());
+    let (status, _) = node
+        .api(
+            Method::PATCH,
+            &unknown,
+            Some(&token),
+            Some(json!({"title": "x"})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = node
+        .api(Method::PATCH, &path, None, Some(json!({"title": "x"})))
+        .await;
+    assert_eq!(status, 401);
+    let (_, detail) = node.api(Method::GET, &path, Some(&token), None).await;
+    assert_eq!(
+        detail["title"], "Kế hoạch du lịch",
+        "no refused rename changed it"
+    );
+    node.stop().await;
+}

@@ -121,6 +121,7 @@ fn message(
 ) -> StoredMessage {
     StoredMessage {
         message: Message {
+            parent_id: None,
             id: Uuid::new_v4(),
             conversation_id: conversation.id,
             role,

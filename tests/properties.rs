@@ -222,6 +222,7 @@ async fn fold_equals_snapshot(plan: Vec<TurnPlan>) -> Result<(), TestCaseError> 
                 content: turn.content.clone(),
                 model: "demo".into(),
                 client_msg_id: None,
+                branch: Default::default(),
             })
             .await;
         if meant
@@ -592,6 +593,7 @@ impl LogWriter {
                         content: "again".into(),
                         model: "demo".into(),
                         client_msg_id: None,
+                        branch: Default::default(),
                     })
                     .await
                     .map_err(fail)?;

@@ -72,6 +72,7 @@ impl Fixture {
                 content: "are you still there?".into(),
                 model: "demo".into(),
                 client_msg_id: None,
+                branch: Default::default(),
             })
             .await
             .expect("the turn starts");
@@ -184,6 +185,7 @@ async fn probe(engine: &RedisEngine, fixture: &Fixture, which: &str) -> Result<(
                 content: "and now?".into(),
                 model: "demo".into(),
                 client_msg_id: None,
+                branch: Default::default(),
             })
             .await
             .map(drop),
@@ -406,6 +408,7 @@ async fn a_rebuilt_reply_counts_toward_its_users_limit_again() {
         content: content.into(),
         model: "demo".into(),
         client_msg_id: None,
+        branch: Default::default(),
     };
     assert!(matches!(
         engine.start_turn(another("before the loss")).await,

@@ -114,6 +114,7 @@ conformance!(
     text_with_nul_is_kept,
     concurrent_batches_all_land,
     large_histories_stay_fast,
+    a_tree_keeps_its_parents,
 );
 
 // ---------------------------------------------------------------------------
@@ -143,6 +144,7 @@ fn message(
 ) -> StoredMessage {
     StoredMessage {
         message: Message {
+            parent_id: None,
             id: Uuid::new_v4(),
             conversation_id: conversation.id,
             role,
@@ -236,6 +238,7 @@ async fn round_trip_keeps_every_field(store: Arc<dyn Store>) {
     };
     let user = StoredMessage {
         message: Message {
+            parent_id: None,
             id: Uuid::new_v4(),
             conversation_id: c.id,
             role: Role::User,
@@ -251,6 +254,7 @@ async fn round_trip_keeps_every_field(store: Arc<dyn Store>) {
     };
     let reply = StoredMessage {
         message: Message {
+            parent_id: None,
             id: Uuid::new_v4(),
             conversation_id: c.id,
             role: Role::Assistant,
@@ -1827,4 +1831,174 @@ async fn sqlite_in_memory_and_bad_urls() {
     ] {
         assert!(store::connect(bad).await.is_err(), "{bad}");
     }
+}
+
+/// Versions and branches: every message keeps the message it follows, and a
+/// tree reads back in log order with its parents.
+async fn a_tree_keeps_its_parents(store: Arc<dyn Store>) {
+    let owner = UserId::new_guest();
+    let c = conversation(&owner, "tree", at(10));
+    let question = message(&c, 0, Role::User, "q", MessageStatus::Complete);
+    let mut first = message(&c, 1, Role::Assistant, "a", MessageStatus::Complete);
+    first.message.parent_id = Some(question.message.id);
+    let mut second = message(&c, 2, Role::Assistant, "b", MessageStatus::Complete);
+    second.message.parent_id = Some(question.message.id);
+    // An edit of the first question: a first message too.
+    let edited = message(&c, 3, Role::User, "q2", MessageStatus::Complete);
+    apply(
+        &store,
+        vec![
+            conv(&c),
+            msg(&question),
+            msg(&first),
+            msg(&second),
+            msg(&edited),
+        ],
+    )
+    .await;
+    let stored: Vec<Message> = store
+        .messages(c.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message)
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            question.message,
+            first.message,
+            second.message,
+            edited.message
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Upgrading a store written before messages named their parent.
+
+/// The migrations in `dir` older than `version`: a store as an earlier
+/// release left it.
+async fn migrations_before(dir: &str, version: i64) -> sqlx::migrate::Migrator {
+    let mut older = sqlx::migrate::Migrator::new(std::path::Path::new(dir))
+        .await
+        .unwrap();
+    older.migrations = older
+        .migrations
+        .iter()
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    older
+}
+
+/// Three messages of one conversation as an earlier release stored them.
+fn older_history() -> (StoredConversation, Vec<StoredMessage>) {
+    let c = conversation(&UserId::new_guest(), "old", at(0));
+    let rows = (0..3)
+        .map(|position| {
+            let role = if position % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            message(&c, position, role, "old text", MessageStatus::Complete)
+        })
+        .collect();
+    (c, rows)
+}
+
+/// What the store reads of a history written before `branches`: each
+/// message follows the one before it.
+async fn assert_linked_in_order(
+    store: Arc<dyn Store>,
+    c: &StoredConversation,
+    rows: &[StoredMessage],
+) {
+    let parents: Vec<Option<Uuid>> = store
+        .messages(c.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.message.parent_id)
+        .collect();
+    assert_eq!(
+        parents,
+        [None, Some(rows[0].message.id), Some(rows[1].message.id)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_sqlite_store_gets_its_parents() {
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("history.db").display());
+    let (c, rows) = older_history();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    migrations_before("src/store/migrations/sqlite", 3)
+        .await
+        .run(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?1, ?2, 'old', 0, 0)")
+        .bind(c.id.to_string())
+        .bind(c.owner.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    for m in &rows {
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, position, role, content, status, created_at) \
+             VALUES (?1, ?2, ?3, ?4, 'old text', 'complete', 0)",
+        )
+        .bind(m.message.id.to_string())
+        .bind(c.id.to_string())
+        .bind(m.position as i64)
+        .bind(if m.message.role == Role::User { "user" } else { "assistant" })
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    let store = store::connect(&format!("sqlite://{}", dir.join("history.db").display()))
+        .await
+        .unwrap();
+    assert_linked_in_order(store, &c, &rows).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_postgres_store_gets_its_parents() {
+    let url = pg::fresh_database_url().await;
+    let (c, rows) = older_history();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    migrations_before("src/store/migrations/postgres", 4)
+        .await
+        .run(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES ($1, $2, 'old', now(), now())")
+        .bind(c.id)
+        .bind(c.owner.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    for m in &rows {
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, position, role, content, status, created_at) \
+             VALUES ($1, $2, $3, $4, 'old text', 'complete', now())",
+        )
+        .bind(m.message.id)
+        .bind(c.id)
+        .bind(m.position as i64)
+        .bind(if m.message.role == Role::User { "user" } else { "assistant" })
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    let store = store::connect(&url).await.unwrap();
+    assert_linked_in_order(store, &c, &rows).await;
+    pg::drop_database(&url).await;
 }

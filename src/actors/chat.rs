@@ -9,10 +9,11 @@ use uuid::Uuid;
 use super::NodeContext;
 use super::generations::{GenerationSpec, GenerationsMsg};
 use crate::engine::durable::stored_conversation;
-use crate::engine::{ConversationInfo, Turn, TurnRequest};
+use crate::engine::{Branch, ConversationInfo, MessageInfo, Turn, TurnRequest};
 use crate::protocol::{
-    ApiError, ConversationDetail, ConversationListing, ConversationSummary, ErrorCode,
-    MessageStatus, Role, SearchResult, SendRequest, UserId,
+    ApiError, ConversationDetail, ConversationListing, ConversationSummary, EditRequest, ErrorCode,
+    Message, MessageStatus, RegenerateRequest, Role, SearchResult, SendRequest, UserId,
+    validate_content,
 };
 use crate::store::StoreError;
 
@@ -151,6 +152,34 @@ impl Chat {
         self.detail(user, info.id).await
     }
 
+    /// Gives the user's conversation a new title: trimmed, 1 to
+    /// `MAX_TITLE_CHARS` characters.
+    pub async fn rename(
+        &self,
+        user: UserId,
+        id: Uuid,
+        title: &str,
+    ) -> Result<ConversationDetail, ApiError> {
+        let title = title.trim();
+        let chars = title.chars().count();
+        if chars == 0 {
+            return Err(ApiError::bad_request("The title must not be empty."));
+        }
+        if chars > MAX_TITLE_CHARS {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!("The title has {chars} characters; at most {MAX_TITLE_CHARS} are allowed."),
+            ));
+        }
+        self.owned_conversation(user.clone(), id).await?;
+        self.context
+            .engine
+            .rename_conversation(id, title.to_owned())
+            .await
+            .map_err(|e| e.into_api("conversation"))?;
+        self.detail(user, id).await
+    }
+
     pub async fn detail(&self, user: UserId, id: Uuid) -> Result<ConversationDetail, ApiError> {
         self.owned_conversation(user, id).await?;
         let snapshot = self
@@ -159,12 +188,14 @@ impl Chat {
             .snapshot(id)
             .await
             .map_err(|e| e.into_api("conversation"))?;
+        let (messages, branches) = crate::branches::split_active(snapshot.messages);
         Ok(ConversationDetail {
             id,
             title: snapshot.info.title,
             epoch: snapshot.epoch.to_string(),
             seq: snapshot.seq,
-            messages: snapshot.messages,
+            messages,
+            branches,
         })
     }
 
@@ -211,28 +242,166 @@ impl Chat {
     /// Starts a turn (or answers a resend) and its reply's generation.
     pub async fn send(&self, user: UserId, request: SendRequest) -> Result<Turn, ApiError> {
         request.validate()?;
+        let branch = match request.parent_id {
+            None => Branch::Newest,
+            Some(parent_id) => {
+                let Some(conversation_id) = request.conversation_id else {
+                    return Err(ApiError::bad_request(
+                        "parent_id needs the conversation_id it belongs to",
+                    ));
+                };
+                let (info, parent) = self.owned_message(&user, parent_id).await?;
+                if info.conversation_id != conversation_id {
+                    return Err(ApiError::not_found("message"));
+                }
+                if parent.role != Role::Assistant {
+                    return Err(ApiError::conflict(
+                        "a new message follows an assistant reply, not a user message",
+                    ));
+                }
+                Branch::After(Some(parent_id))
+            }
+        };
         if request.conversation_id.is_none() {
             self.room_for_a_conversation(&user).await?;
         }
-        let model = request
-            .model
-            .clone()
-            .unwrap_or_else(|| self.context.providers.default_model().to_owned());
-        if self.context.providers.get(&model).is_none() {
+        self.start_turn(TurnRequest {
+            user,
+            conversation_id: request.conversation_id,
+            content: request.content,
+            model: self.model(request.model.as_deref(), None)?,
+            client_msg_id: request.client_msg_id,
+            branch,
+        })
+        .await
+    }
+
+    /// A new reply beside an assistant message (or a new reply to a user
+    /// message), its older versions kept.
+    pub async fn regenerate(
+        &self,
+        user: UserId,
+        request: RegenerateRequest,
+    ) -> Result<Turn, ApiError> {
+        let (info, message) = self.owned_message(&user, request.message_id).await?;
+        let to = match message.role {
+            Role::User => message.id,
+            Role::Assistant => message.parent_id.ok_or_else(no_question)?,
+        };
+        self.start_turn(TurnRequest {
+            user,
+            conversation_id: Some(info.conversation_id),
+            content: String::new(),
+            model: self.model(request.model.as_deref(), message.model.as_deref())?,
+            client_msg_id: request.client_msg_id,
+            branch: Branch::Reply {
+                to,
+                prefix: String::new(),
+            },
+        })
+        .await
+    }
+
+    /// A new version of a user message beside the old one, and its reply.
+    pub async fn edit(&self, user: UserId, request: EditRequest) -> Result<Turn, ApiError> {
+        validate_content(&request.content)?;
+        let (info, message) = self.owned_message(&user, request.message_id).await?;
+        if message.role != Role::User {
+            return Err(ApiError::conflict(
+                "only a user message can be edited; regenerate a reply instead",
+            ));
+        }
+        self.start_turn(TurnRequest {
+            user,
+            conversation_id: Some(info.conversation_id),
+            content: request.content,
+            model: self.model(request.model.as_deref(), None)?,
+            client_msg_id: request.client_msg_id,
+            branch: Branch::After(message.parent_id),
+        })
+        .await
+    }
+
+    /// A new version of a reply that was cancelled or failed, starting with
+    /// its text, which the model then continues.
+    pub async fn continue_reply(
+        &self,
+        user: UserId,
+        request: RegenerateRequest,
+    ) -> Result<Turn, ApiError> {
+        let (info, message) = self.owned_message(&user, request.message_id).await?;
+        if message.role != Role::Assistant
+            || !matches!(
+                message.status,
+                MessageStatus::Cancelled | MessageStatus::Failed
+            )
+        {
+            return Err(ApiError::conflict(
+                "only a reply that was stopped or failed can be continued",
+            ));
+        }
+        self.start_turn(TurnRequest {
+            user,
+            conversation_id: Some(info.conversation_id),
+            content: String::new(),
+            model: self.model(request.model.as_deref(), message.model.as_deref())?,
+            client_msg_id: request.client_msg_id,
+            branch: Branch::Reply {
+                to: message.parent_id.ok_or_else(no_question)?,
+                prefix: message.content,
+            },
+        })
+        .await
+    }
+
+    /// The model a turn uses: the one asked for, else `previous` (the one
+    /// that wrote the reply being redone) while the node still serves it,
+    /// else the node's default.
+    fn model(&self, asked: Option<&str>, previous: Option<&str>) -> Result<String, ApiError> {
+        let providers = &self.context.providers;
+        let model = match (asked, previous) {
+            (Some(asked), _) => asked,
+            (None, Some(previous)) if providers.get(previous).is_some() => previous,
+            (None, _) => providers.default_model(),
+        };
+        if providers.get(model).is_none() {
             return Err(ApiError::bad_request(format!(
                 "unknown model {model:?}; GET /api/models lists them"
             )));
         }
+        Ok(model.to_owned())
+    }
+
+    /// A message `user` owns, whole, with where it lives.
+    async fn owned_message(
+        &self,
+        user: &UserId,
+        message_id: Uuid,
+    ) -> Result<(MessageInfo, Message), ApiError> {
+        let engine = &self.context.engine;
+        let info = match engine.message(message_id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Err(ApiError::not_found("message")),
+            Err(e) => return Err(e.into_api("message")),
+        };
+        if info.owner != *user {
+            return Err(ApiError::forbidden("message"));
+        }
+        match engine.message_at(info.conversation_id, message_id).await {
+            Ok(Some((_, message))) => Ok((info, message)),
+            Ok(None) => Err(ApiError::not_found("message")),
+            Err(e) => Err(e.into_api("message")),
+        }
+    }
+
+    /// Starts a turn of any kind (or answers a resend) and its reply's
+    /// generation.
+    async fn start_turn(&self, request: TurnRequest) -> Result<Turn, ApiError> {
+        let model = request.model.clone();
         let turn = self
             .context
             .engine
-            .start_turn(TurnRequest {
-                user,
-                conversation_id: request.conversation_id,
-                content: request.content,
-                model: model.clone(),
-                client_msg_id: request.client_msg_id,
-            })
+            .start_turn(request)
             .await
             .map_err(|e| e.into_api("conversation"))?;
         if turn.started {
@@ -310,6 +479,12 @@ impl Chat {
         }
         Ok(())
     }
+}
+
+/// A reply without the user message it answers: only in a log written
+/// before replies named their parent and not yet read whole since.
+fn no_question() -> ApiError {
+    ApiError::conflict("this reply has no question to answer again")
 }
 
 /// The longest conversation title, in Unicode scalar values.

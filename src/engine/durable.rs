@@ -379,6 +379,26 @@ impl Engine for DurableEngine {
         self.engine.list_conversations(owner).await
     }
 
+    /// Written to the store like a turn: before the answer, or by the
+    /// persister when the store does not answer in time.
+    async fn rename_conversation(&self, id: Uuid, title: String) -> EngineResult<ConversationInfo> {
+        let info = self
+            .restoring(id, || self.engine.rename_conversation(id, title.clone()))
+            .await?;
+        let pending = Pending::Messages {
+            conversation_id: id,
+            message_ids: Vec::new(),
+        };
+        match self.records(id, &[], None).await {
+            Ok(Some(writes)) => self.write_now(writes, pending).await,
+            Ok(None) => {}
+            Err(_) => {
+                let _ = self.journal.send(pending);
+            }
+        }
+        Ok(info)
+    }
+
     /// Deletes from the store first: a conversation gone from the store can
     /// never be restored, whatever happens to the engine's copy.
     async fn delete_conversation(&self, id: Uuid) -> EngineResult<()> {

@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History, Limits,
-    MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
+    Appended, Branch, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
+    Limits, MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch,
+    title_from,
 };
 use crate::protocol::{Event, LogEntry, Message, MessageStatus, TurnAck, UserId, unix_millis};
 use crate::transcript::Transcript;
@@ -60,7 +61,8 @@ struct Conversation {
 
 #[derive(Clone)]
 struct RememberedTurn {
-    content: String,
+    /// `TurnRequest::fingerprint` of the first request.
+    fingerprint: String,
     requested_conversation: Option<Uuid>,
     ack: TurnAck,
     user_seq: u64,
@@ -226,6 +228,17 @@ impl Engine for MemoryEngine {
         Ok(list)
     }
 
+    async fn rename_conversation(&self, id: Uuid, title: String) -> EngineResult<ConversationInfo> {
+        let mut state = self.lock();
+        let conversation = state
+            .conversations
+            .get_mut(&id)
+            .ok_or(EngineError::NotFound)?;
+        conversation.info.title = Some(title);
+        conversation.info.updated_at = super::now();
+        Ok(conversation.info.clone())
+    }
+
     async fn delete_conversation(&self, id: Uuid) -> EngineResult<()> {
         let mut state = self.lock();
         let conversation = state
@@ -257,7 +270,7 @@ impl Engine for MemoryEngine {
         if let Some(client_msg_id) = request.client_msg_id
             && let Some(first) = state.turns.get(&(request.user.clone(), client_msg_id))
         {
-            if first.content != request.content
+            if first.fingerprint != request.fingerprint()
                 || request.conversation_id.is_some_and(|id| {
                     Some(id) != first.requested_conversation && id != first.ack.conversation_id
                 })
@@ -280,22 +293,38 @@ impl Engine for MemoryEngine {
         }
         // Every check comes before the first change: a refused turn
         // appends nothing.
-        let messages = match request.conversation_id {
+        let (messages, newest) = match request.conversation_id {
             Some(id) => {
                 let conversation = state.conversations.get(&id).ok_or(EngineError::NotFound)?;
                 if conversation.info.owner != request.user {
                     return Err(EngineError::Forbidden);
                 }
-                if conversation.transcript.streaming_reply().is_some() {
+                let transcript = &conversation.transcript;
+                if transcript.streaming_reply().is_some() {
                     return Err(EngineError::Conflict(
                         "a reply is still streaming in this conversation".into(),
                     ));
                 }
-                conversation.transcript.messages().len()
+                let parent = match &request.branch {
+                    Branch::Newest | Branch::After(None) => None,
+                    Branch::After(Some(parent)) => Some(*parent),
+                    Branch::Reply { to, .. } => Some(*to),
+                };
+                if parent.is_some_and(|id| transcript.message(id).is_none()) {
+                    return Err(EngineError::Conflict(
+                        "the message to follow is not in this conversation".into(),
+                    ));
+                }
+                (
+                    transcript.messages().len(),
+                    transcript.messages().last().map(|m| m.id),
+                )
             }
-            None => 0,
+            None => (0, None),
         };
-        if messages + 2 > self.limits.max_messages_per_conversation {
+        let (user_message, reply) = request.messages(Uuid::nil(), newest);
+        let appended = 1 + usize::from(user_message.is_some());
+        if messages + appended > self.limits.max_messages_per_conversation {
             return Err(EngineError::ConversationFull {
                 limit: self.limits.max_messages_per_conversation,
             });
@@ -315,30 +344,44 @@ impl Engine for MemoryEngine {
                 id
             }
         };
-        let (user_message, reply) = request.messages(conversation_id);
+        let user_message = user_message.map(|m| Message {
+            conversation_id,
+            ..m
+        });
+        let reply = Message {
+            conversation_id,
+            ..reply
+        };
         let ack = TurnAck {
             conversation_id,
-            user_message_id: user_message.id,
+            user_message_id: user_message
+                .as_ref()
+                .map_or(reply.parent_id.unwrap_or_default(), |m| m.id),
             assistant_message_id: reply.id,
         };
-        let first = self.append_locked(
-            &mut state,
-            conversation_id,
-            Event::Message {
-                message: user_message,
-            },
-        )?;
-        self.append_locked(
-            &mut state,
-            conversation_id,
-            Event::Message { message: reply },
-        )?;
+        let reply_id = reply.id;
+        let mut first = None;
+        for message in user_message.into_iter().chain([reply]) {
+            let appended =
+                self.append_locked(&mut state, conversation_id, Event::Message { message })?;
+            first.get_or_insert(appended);
+        }
+        let first = first.expect("a turn appends at least its reply");
+        if let Branch::Reply { prefix, .. } = &request.branch
+            && !prefix.is_empty()
+        {
+            let delta = Event::Delta {
+                message_id: reply_id,
+                text: prefix.clone(),
+            };
+            self.append_locked(&mut state, conversation_id, delta)?;
+        }
         if let Some(client_msg_id) = request.client_msg_id {
             let key = (request.user.clone(), client_msg_id);
             state.turns.insert(
                 key.clone(),
                 RememberedTurn {
-                    content: request.content,
+                    fingerprint: request.fingerprint(),
                     requested_conversation: request.conversation_id,
                     ack,
                     user_seq: first.entry.seq,

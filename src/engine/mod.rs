@@ -70,25 +70,53 @@ pub struct Snapshot {
     pub messages: Vec<Message>,
 }
 
-/// A user's turn: their message and the reply it asks for.
+/// A user's turn: their message and the reply it asks for, or a new
+/// version of a reply alone.
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
     pub user: UserId,
     /// `None` starts a new conversation.
     pub conversation_id: Option<Uuid>,
+    /// The user's message; unused by `Branch::Reply`, which appends none.
     pub content: String,
     pub model: String,
     pub client_msg_id: Option<Uuid>,
+    /// Where the new messages go in the conversation's tree.
+    pub branch: Branch,
+}
+
+/// Where a turn's messages go in the conversation's tree (contract 1.2,
+/// "Versions and branches").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Branch {
+    /// A user message after the conversation's newest one (the first, in a
+    /// new conversation), and its reply: a plain `send`. The engine finds
+    /// the newest message in the turn's own atomic step.
+    #[default]
+    Newest,
+    /// A user message after `parent` (`None`: a first message beside the
+    /// others), and its reply: a `send` with `parent_id`, an `edit`.
+    After(Option<Uuid>),
+    /// A reply alone, to the user message `to`, whose text starts with
+    /// `prefix` (appended as its first delta in the same step): a
+    /// `regenerate` (no prefix) or a `continue`.
+    Reply { to: Uuid, prefix: String },
 }
 
 impl TurnRequest {
-    /// The two messages a turn appends: the user's, complete, and the
-    /// assistant's reply, streaming and empty.
-    pub fn messages(&self, conversation_id: Uuid) -> (Message, Message) {
+    /// The messages a turn appends, after `newest` (the conversation's newest
+    /// message, for `Branch::Newest`): the user's, complete (none for a
+    /// `Branch::Reply`), and the assistant's reply, streaming and empty.
+    pub fn messages(
+        &self,
+        conversation_id: Uuid,
+        newest: Option<Uuid>,
+    ) -> (Option<Message>, Message) {
         let now = now();
-        let user = Message {
+        let user_message = |parent_id: Option<Uuid>| Message {
             id: Uuid::new_v4(),
             conversation_id,
+            parent_id,
             role: Role::User,
             content: self.content.clone(),
             status: MessageStatus::Complete,
@@ -96,9 +124,22 @@ impl TurnRequest {
             created_at: now,
             error: None,
         };
+        let (user, reply_parent) = match &self.branch {
+            Branch::Reply { to, .. } => (None, *to),
+            Branch::Newest | Branch::After(_) => {
+                let parent = match &self.branch {
+                    Branch::After(parent) => *parent,
+                    _ => newest,
+                };
+                let user = user_message(parent);
+                let id = user.id;
+                (Some(user), id)
+            }
+        };
         let reply = Message {
             id: Uuid::new_v4(),
             conversation_id,
+            parent_id: Some(reply_parent),
             role: Role::Assistant,
             content: String::new(),
             status: MessageStatus::Streaming,
@@ -107,6 +148,30 @@ impl TurnRequest {
             error: None,
         };
         (user, reply)
+    }
+
+    /// What the turn appends, for telling a resend of it (same
+    /// `client_msg_id`, same fingerprint) from a different request reusing
+    /// the `client_msg_id`. A plain send's is its content, as remembered
+    /// before branches existed.
+    pub fn fingerprint(&self) -> String {
+        match &self.branch {
+            Branch::Newest => self.content.clone(),
+            Branch::After(parent) => {
+                let parent = parent.map_or_else(String::new, |p| p.to_string());
+                format!("after {parent}\n{}", self.content)
+            }
+            Branch::Reply { to, prefix } => format!("reply {to}\n{prefix}"),
+        }
+    }
+
+    /// The id of the user message the reply answers, when it exists before
+    /// the turn (a `Branch::Reply`).
+    pub fn answered(&self) -> Option<Uuid> {
+        match &self.branch {
+            Branch::Reply { to, .. } => Some(*to),
+            _ => None,
+        }
     }
 }
 
@@ -273,6 +338,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The owner's conversations, most recently updated first.
     async fn list_conversations(&self, owner: &UserId) -> EngineResult<Vec<ConversationInfo>>;
+
+    /// Gives the conversation a new title; its `updated_at` moves to now.
+    async fn rename_conversation(&self, id: Uuid, title: String) -> EngineResult<ConversationInfo>;
 
     /// Forgets a conversation, its log and its `client_msg_id`s, and publishes
     /// `Deleted` to its watchers.

@@ -15,7 +15,9 @@
 -- (PUBLISH, or SPUBLISH on a Redis Cluster, where the conversation's
 -- channel then lives in its shard); the operation's own arguments follow,
 -- from ARGV[A + 1]. Each operation returns an array of strings, or an error
--- whose first word is NOTFOUND, FORBIDDEN, CONFLICT, TOOLARGE or LOST.
+-- whose first word is NOTFOUND, FORBIDDEN, CONFLICT, TOOLARGE, STALE (a
+-- turn's newest message is no longer the newest: the node reads it again)
+-- or LOST.
 --
 -- Every key the script touches is in the conversation's hash slot, as Redis
 -- Cluster requires: what is about a user or the whole cluster (the user's
@@ -101,13 +103,16 @@ end
 
 -- The layout of a conversation's keys described above. Conversations
 -- written before it kept every message's text in a text:<id> key of its
--- own, each expired again on every turn and ending. `migrate` moves them
--- into texts and pos, once, at the first write that renews such a
--- conversation (touch); reads fall back to those keys until then.
-local LAYOUT = '2'
+-- own, each expired again on every turn and ending; and their messages had
+-- no parent_id (each followed the one before it). `migrate` moves the texts
+-- into texts and pos and names each message's parent, once, at the first
+-- write that renews such a conversation (touch) or the first read of it
+-- whole; reads of one message fall back to the old keys until then.
+local LAYOUT = '3'
 
 local function migrate()
   local streaming = redis.call('HGET', meta, 'streaming')
+  local previous = nil
   for i, id in ipairs(redis.call('LRANGE', order, 0, -1)) do
     redis.call('HSET', positions, id, i - 1)
     if id ~= streaming then
@@ -117,6 +122,13 @@ local function migrate()
         redis.call('DEL', text_key(id))
       end
     end
+    local stored = redis.call('HGET', msgs, id)
+    if previous and stored and not string.find(stored, '"parent_id"', 1, true) then
+      local message = cjson.decode(stored)
+      message['parent_id'] = previous
+      redis.call('HSET', msgs, id, cjson.encode(message))
+    end
+    previous = id
   end
   redis.call('HSET', meta, 'layout', LAYOUT)
 end
@@ -191,18 +203,24 @@ end
 
 if op == 'turn' then
   -- owner, create flag, title, epoch, turn member, then for the user message
-  -- and the reply: id, message JSON, content, event JSON; then the reply's
-  -- lease holder and its time to live in milliseconds.
+  -- (its id '' when the turn appends a reply alone) and the reply: id,
+  -- message JSON, content, event JSON; then the reply's lease holder and its
+  -- time to live in milliseconds; the place the messages go ('newest ' ..
+  -- the newest message the node read, '' for none: the turn follows it,
+  -- unless another turn came first; 'after ' .. a message id: it must
+  -- exist; '': a first message); and for a reply that starts with text (a
+  -- continued one), that text's delta event JSON and the text.
   local owner, create_new, title, epoch, member =
     ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], ARGV[A + 4], ARGV[A + 5]
-  local reply = ARGV[A + 10]
+  local user_id, reply = ARGV[A + 6], ARGV[A + 10]
+  local place, prefix_event, prefix = ARGV[A + 15], ARGV[A + 16], ARGV[A + 17]
   -- Every check comes before the first write: a refused turn appends nothing.
   if create_new == '1' then
     if redis.call('EXISTS', meta) == 1 then
       return fail('CONFLICT', 'conversation already exists')
     end
   else
-    local state = redis.call('HMGET', meta, 'owner', 'streaming')
+    local state = redis.call('HMGET', meta, 'owner', 'streaming', 'layout')
     if not state[1] then
       return fail('NOTFOUND', 'conversation not found')
     end
@@ -212,27 +230,66 @@ if op == 'turn' then
     if state[2] ~= '' then
       return fail('CONFLICT', 'a reply is still streaming in this conversation')
     end
+    if state[3] ~= LAYOUT then
+      migrate()
+    end
+    if string.sub(place, 1, 7) == 'newest ' then
+      if (redis.call('LINDEX', order, -1) or '') ~= string.sub(place, 8) then
+        return fail('STALE', 'another turn came first')
+      end
+    elseif string.sub(place, 1, 6) == 'after ' then
+      if redis.call('HEXISTS', msgs, string.sub(place, 7)) == 0 then
+        return fail('CONFLICT', 'the message to follow is not in this conversation')
+      end
+    end
   end
-  if redis.call('LLEN', order) + 2 > max_messages then
+  local count = user_id == '' and 1 or 2
+  if redis.call('LLEN', order) + count > max_messages then
     return fail('TOOLARGE', tostring(max_messages))
   end
   if create_new == '1' then
     create(owner, title, epoch, now_iso)
   end
-  local user, err = add_message(ARGV[A + 6], 'user', ARGV[A + 7], ARGV[A + 8], ARGV[A + 9])
-  if err then
-    return err
+  local first = nil
+  if user_id ~= '' then
+    local user, err = add_message(user_id, 'user', ARGV[A + 7], ARGV[A + 8], ARGV[A + 9])
+    if err then
+      return err
+    end
+    first = user
   end
-  local _, err2 = add_message(reply, 'assistant', ARGV[A + 11], '', ARGV[A + 12])
+  local added, err2 = add_message(reply, 'assistant', ARGV[A + 11], '', ARGV[A + 12])
   if err2 then
     return err2
+  end
+  first = first or added
+  if prefix_event ~= '' then
+    redis.call('APPEND', text_key(reply), prefix)
+    log_event(prefix_event)
   end
   if member ~= '' then
     redis.call('SADD', turns, member)
   end
   redis.call('SET', lease_key(reply), ARGV[A + 13], 'PX', ARGV[A + 14])
   touch()
-  return {redis.call('HGET', meta, 'epoch'), user[1]}
+  return {redis.call('HGET', meta, 'epoch'), first[1]}
+end
+
+if op == 'rename' then
+  -- title
+  if redis.call('EXISTS', meta) == 0 then
+    return fail('NOTFOUND', 'conversation not found')
+  end
+  redis.call('HSET', meta, 'title', ARGV[A + 1], 'updated_at', now_iso)
+  return {'ok'}
+end
+
+if op == 'newest' then
+  -- The id of the newest message, '' for none.
+  if redis.call('EXISTS', meta) == 0 then
+    return fail('NOTFOUND', 'conversation not found')
+  end
+  return {redis.call('LINDEX', order, -1) or ''}
 end
 
 if op == 'append' then
@@ -331,9 +388,13 @@ if op == 'read' then
 end
 
 if op == 'snapshot' then
-  local state = redis.call('HMGET', meta, 'epoch', 'seq', 'owner', 'title', 'created_at', 'updated_at')
+  local state = redis.call('HMGET', meta, 'epoch', 'seq', 'owner', 'title', 'created_at', 'updated_at',
+    'layout')
   if not state[1] then
     return fail('NOTFOUND', 'conversation not found')
+  end
+  if state[7] ~= LAYOUT then
+    migrate()
   end
   local result = {state[1], state[2], state[3], state[4] and ('T' .. state[4]) or '', state[5], state[6]}
   local ids = redis.call('LRANGE', order, 0, -1)
@@ -457,6 +518,10 @@ end
 if op == 'message' then
   -- message id: its position, message JSON without content, and content.
   local id = ARGV[A + 1]
+  local layout = redis.call('HGET', meta, 'layout')
+  if layout and layout ~= LAYOUT then
+    migrate()
+  end
   local stored = redis.call('HGET', msgs, id)
   if not stored then
     if redis.call('EXISTS', meta) == 0 then

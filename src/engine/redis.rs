@@ -50,8 +50,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::{
-    Appended, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History, Limits,
-    MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch, title_from,
+    Appended, Branch, BusMessage, ConversationInfo, Engine, EngineError, EngineResult, History,
+    Limits, MessageInfo, NodeAnnouncement, Snapshot, TextAppend, Turn, TurnRequest, new_epoch,
+    title_from,
 };
 use crate::protocol::{Event, LogEntry, Message, MessageStatus, Role, TurnAck, UserId};
 use life::{Life, data_lost, sentinel_key};
@@ -212,9 +213,11 @@ fn now_iso() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// A `send` remembered by its `client_msg_id`.
+/// A turn remembered by its `client_msg_id`.
 #[derive(Serialize, Deserialize)]
 struct RememberedTurn {
+    /// `TurnRequest::fingerprint`: a plain send's content, as remembered
+    /// before branches existed.
     content: String,
     requested_conversation: Option<Uuid>,
     ack: TurnAck,
@@ -238,12 +241,17 @@ struct Control {
     stop: Uuid,
 }
 
+/// Why a turn was refused because another turn added a message after the
+/// newest one its node read: the node reads again and retries.
+const STALE_TURN: &str = "another turn came first";
+
 fn map_error(error: RedisError) -> EngineError {
     let detail = error.detail().unwrap_or_default().to_owned();
     match error.code() {
         Some("NOTFOUND") => EngineError::NotFound,
         Some("FORBIDDEN") => EngineError::Forbidden,
         Some("CONFLICT") => EngineError::Conflict(detail),
+        Some("STALE") => EngineError::Conflict(STALE_TURN.into()),
         // The script names the limit it applied.
         Some("TOOLARGE") => EngineError::ConversationFull {
             limit: detail.parse().unwrap_or_default(),
@@ -534,7 +542,7 @@ impl RedisEngine {
                     let same_conversation = request.conversation_id.is_none_or(|id| {
                         Some(id) == first.requested_conversation || id == first.ack.conversation_id
                     });
-                    if first.content != request.content || !same_conversation {
+                    if first.content != request.fingerprint() || !same_conversation {
                         return Err(EngineError::Conflict(
                             "client_msg_id was already used for a different message".into(),
                         ));
@@ -806,6 +814,11 @@ impl Engine for RedisEngine {
             created_at: parse_time(&created_at)?,
             updated_at: parse_time(&updated_at)?,
         }))
+    }
+
+    async fn rename_conversation(&self, id: Uuid, title: String) -> EngineResult<ConversationInfo> {
+        self.run(id, "rename", &[&title]).await?;
+        self.conversation(id).await?.ok_or(EngineError::NotFound)
     }
 
     async fn list_conversations(&self, owner: &UserId) -> EngineResult<Vec<ConversationInfo>> {
@@ -1419,12 +1432,62 @@ impl RedisEngine {
     /// conversation if asked), then indexes the new messages and remembers
     /// the `client_msg_id`.
     async fn record_turn(&self, request: &TurnRequest) -> EngineResult<Turn> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.record_turn_once(request).await {
+                Err(EngineError::Conflict(detail)) if detail == STALE_TURN && attempts < 3 => {}
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// One attempt at `record_turn`: refused as `STALE_TURN` when another
+    /// turn added a message after the newest one read here.
+    async fn record_turn_once(&self, request: &TurnRequest) -> EngineResult<Turn> {
         let create = request.conversation_id.is_none();
         let conversation_id = request.conversation_id.unwrap_or_else(Uuid::new_v4);
         let now = Utc::now();
-        let (user_message, reply) = request.messages(conversation_id);
-        let (user_stored, user_event) = message_event_json(&user_message)?;
+        let newest = match (&request.branch, create) {
+            (Branch::Newest, false) => {
+                let result = self.run(conversation_id, "newest", &[]).await?;
+                let newest = result.first().ok_or_else(|| internal("short reply"))?;
+                Some(newest.clone())
+            }
+            _ => None,
+        };
+        let newest_id = match newest.as_deref() {
+            Some("") | None => None,
+            Some(id) => Some(id.parse().map_err(internal)?),
+        };
+        let place = match (&request.branch, &newest) {
+            (Branch::Newest, Some(newest)) => format!("newest {newest}"),
+            (Branch::After(Some(parent)), _) => format!("after {parent}"),
+            (Branch::Reply { to, .. }, _) => format!("after {to}"),
+            _ => String::new(),
+        };
+        let (user_message, reply) = request.messages(conversation_id, newest_id);
+        let (user_stored, user_event) = match &user_message {
+            Some(message) => message_event_json(message)?,
+            None => (String::new(), String::new()),
+        };
         let (reply_stored, reply_event) = message_event_json(&reply)?;
+        let (prefix_event, prefix) = match &request.branch {
+            Branch::Reply { prefix, .. } if !prefix.is_empty() => {
+                let delta = Event::Delta {
+                    message_id: reply.id,
+                    text: prefix.clone(),
+                };
+                (
+                    serde_json::to_string(&delta).map_err(internal)?,
+                    prefix.as_str(),
+                )
+            }
+            _ => (String::new(), ""),
+        };
+        let user_message_id = user_message
+            .as_ref()
+            .map_or_else(String::new, |m| m.id.to_string());
         let member = request
             .client_msg_id
             .map(|c| format!("{}:{c}", request.user))
@@ -1460,7 +1523,7 @@ impl RedisEngine {
                     &title,
                     &new_epoch(),
                     &member,
-                    &user_message.id.to_string(),
+                    &user_message_id,
                     &user_stored,
                     &request.content,
                     &user_event,
@@ -1469,6 +1532,9 @@ impl RedisEngine {
                     &reply_event,
                     &self.node_id,
                     &super::LEASE_TTL.as_millis().to_string(),
+                    &place,
+                    &prefix_event,
+                    prefix,
                 ],
             )
             .await;
@@ -1487,7 +1553,9 @@ impl RedisEngine {
         };
         let ack = TurnAck {
             conversation_id,
-            user_message_id: user_message.id,
+            user_message_id: user_message
+                .as_ref()
+                .map_or(reply.parent_id.unwrap_or_default(), |m| m.id),
             assistant_message_id: reply.id,
         };
         let user_seq: u64 = user_seq.parse().map_err(internal)?;
@@ -1500,14 +1568,17 @@ impl RedisEngine {
                 .arg(ttl)
                 .to_owned()
         };
-        let mut commands = vec![
-            index(user_message.id),
-            index(reply.id),
+        let mut commands: Vec<_> = user_message
+            .iter()
+            .map(|m| index(m.id))
+            .chain([index(reply.id)])
+            .collect();
+        commands.push(
             redis::cmd("EXPIRE")
                 .arg(user_key(&request.user))
                 .arg(ttl)
                 .to_owned(),
-        ];
+        );
         commands.push(
             redis::cmd("ZADD")
                 .arg(in_flight_key(connection.slots(), conversation_id))
@@ -1517,7 +1588,7 @@ impl RedisEngine {
         );
         if let Some(client_msg_id) = request.client_msg_id {
             let remembered = RememberedTurn {
-                content: request.content.clone(),
+                content: request.fingerprint(),
                 requested_conversation: request.conversation_id,
                 ack,
                 user_seq,

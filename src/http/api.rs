@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::{AppState, Caller, HttpError, User};
 use crate::auth::tickets;
-use crate::protocol::{ApiError, SendRequest};
+use crate::engine::Turn;
+use crate::protocol::{ApiError, EditRequest, RegenerateRequest, SendRequest};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     // A path served with another method names no route here: 404, as JSON.
@@ -24,10 +25,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(
             resource("/api/conversations/{id}")
                 .route(web::get().to(detail))
+                .route(web::patch().to(rename))
                 .route(web::delete().to(delete)),
         )
         .service(resource("/api/chat").route(web::post().to(chat)))
         .service(resource("/api/cancel").route(web::post().to(cancel)))
+        .service(resource("/api/regenerate").route(web::post().to(regenerate)))
+        .service(resource("/api/edit").route(web::post().to(edit)))
+        .service(resource("/api/continue").route(web::post().to(continue_reply)))
         .service(resource("/api/models").route(web::get().to(models)))
         .service(resource("/api/search").route(web::get().to(search)));
 }
@@ -144,6 +149,20 @@ async fn detail(state: web::Data<AppState>, User(user): User, id: web::Path<Uuid
     Ok(HttpResponse::Ok().json(state.chat.detail(user, *id).await?))
 }
 
+#[derive(Deserialize)]
+struct RenameBody {
+    title: String,
+}
+
+async fn rename(
+    state: web::Data<AppState>,
+    User(user): User,
+    id: web::Path<Uuid>,
+    body: web::Json<RenameBody>,
+) -> Answer {
+    Ok(HttpResponse::Ok().json(state.chat.rename(user, *id, &body.title).await?))
+}
+
 async fn delete(state: web::Data<AppState>, User(user): User, id: web::Path<Uuid>) -> Answer {
     state.chat.delete(user, *id).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -154,7 +173,36 @@ async fn chat(
     User(user): User,
     body: web::Json<SendRequest>,
 ) -> Answer {
-    let turn = state.chat.send(user, body.into_inner()).await?;
+    accepted(state.chat.send(user, body.into_inner()).await?)
+}
+
+async fn regenerate(
+    state: web::Data<AppState>,
+    User(user): User,
+    body: web::Json<RegenerateRequest>,
+) -> Answer {
+    accepted(state.chat.regenerate(user, body.into_inner()).await?)
+}
+
+async fn edit(
+    state: web::Data<AppState>,
+    User(user): User,
+    body: web::Json<EditRequest>,
+) -> Answer {
+    accepted(state.chat.edit(user, body.into_inner()).await?)
+}
+
+async fn continue_reply(
+    state: web::Data<AppState>,
+    User(user): User,
+    body: web::Json<RegenerateRequest>,
+) -> Answer {
+    accepted(state.chat.continue_reply(user, body.into_inner()).await?)
+}
+
+/// The 202 of a turn started over HTTP (or of its resend): the ids, the
+/// reply's as `message_id`.
+fn accepted(turn: Turn) -> Answer {
     Ok(HttpResponse::Accepted().json(json!({
         "conversation_id": turn.ack.conversation_id,
         "user_message_id": turn.ack.user_message_id,

@@ -58,6 +58,7 @@ impl Sender {
             content: self.content.clone(),
             client_msg_id: Some(Uuid::new_v4()),
             model: None,
+            parent_id: None,
         });
         let (mut id, mut sent_at) = self.send(&request).await?;
         let (mut acked, mut ended, mut first_delta) = (false, false, false);

@@ -335,6 +335,7 @@ mod tests {
     fn message(role: Role, status: MessageStatus) -> StoredMessage {
         StoredMessage {
             message: Message {
+                parent_id: None,
                 id: Uuid::new_v4(),
                 conversation_id: Uuid::new_v4(),
                 role,

@@ -126,6 +126,7 @@ fn message_from_row(row: &PgRow) -> StoreResult<StoredMessage> {
         message: Message {
             id: row.try_get("id").map_err(db_error)?,
             conversation_id: row.try_get("conversation_id").map_err(db_error)?,
+            parent_id: row.try_get("parent_id").map_err(db_error)?,
             role: parse_role(row.try_get("role").map_err(db_error)?)?,
             content: row.try_get("content").map_err(db_error)?,
             status: parse_status(row.try_get("status").map_err(db_error)?)?,
@@ -306,8 +307,8 @@ impl PostgresStore {
                 };
                 let written = sqlx::query(
                     "INSERT INTO messages (id, conversation_id, position, role, content, status, \
-                       model, error, finish_reason, prompt_tokens, completion_tokens, created_at) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+                       model, error, finish_reason, prompt_tokens, completion_tokens, created_at, parent_id) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
                      WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $2) \
                      ON CONFLICT (id) DO UPDATE SET \
                        position = EXCLUDED.position, role = EXCLUDED.role, \
@@ -335,6 +336,7 @@ impl PostgresStore {
                 .bind(prompt_tokens)
                 .bind(completion_tokens)
                 .bind(pg_time(message.created_at)?)
+                .bind(message.parent_id)
                 .execute(&mut **tx)
                 .await
                 .map_err(db_error)?
@@ -425,7 +427,7 @@ impl Store for PostgresStore {
         deadline(async {
             sqlx::query(
                 "SELECT id, conversation_id, position, role, content, status, model, error, \
-                   finish_reason, prompt_tokens, completion_tokens, created_at \
+                   finish_reason, prompt_tokens, completion_tokens, created_at, parent_id \
                  FROM messages WHERE conversation_id = $1 ORDER BY position, id",
             )
             .bind(conversation_id)

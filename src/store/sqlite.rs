@@ -85,6 +85,12 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<StoredMessage> {
         message: Message {
             id: parse_uuid(row.try_get("id").map_err(db_error)?)?,
             conversation_id: parse_uuid(row.try_get("conversation_id").map_err(db_error)?)?,
+            parent_id: row
+                .try_get::<Option<String>, _>("parent_id")
+                .map_err(db_error)?
+                .as_deref()
+                .map(parse_uuid)
+                .transpose()?,
             role: parse_role(row.try_get("role").map_err(db_error)?)?,
             content: row.try_get("content").map_err(db_error)?,
             status: parse_status(row.try_get("status").map_err(db_error)?)?,
@@ -246,8 +252,8 @@ impl SqliteStore {
                 };
                 let written = sqlx::query(
                     "INSERT INTO messages (id, conversation_id, position, role, content, status, \
-                       model, error, finish_reason, prompt_tokens, completion_tokens, created_at) \
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
+                       model, error, finish_reason, prompt_tokens, completion_tokens, created_at, parent_id) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 \
                      WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ?2) \
                      ON CONFLICT (id) DO UPDATE SET \
                        position = excluded.position, role = excluded.role, \
@@ -276,6 +282,7 @@ impl SqliteStore {
                 .bind(prompt_tokens)
                 .bind(completion_tokens)
                 .bind(micros(message.created_at))
+                .bind(message.parent_id.map(|p| p.to_string()))
                 .execute(&mut **tx)
                 .await
                 .map_err(db_error)?
@@ -382,7 +389,7 @@ impl Store for SqliteStore {
     async fn messages(&self, conversation_id: Uuid) -> StoreResult<Vec<StoredMessage>> {
         sqlx::query(
             "SELECT id, conversation_id, position, role, content, status, model, error, \
-               finish_reason, prompt_tokens, completion_tokens, created_at \
+               finish_reason, prompt_tokens, completion_tokens, created_at, parent_id \
              FROM messages WHERE conversation_id = ?1 ORDER BY position, id",
         )
         .bind(conversation_id.to_string())

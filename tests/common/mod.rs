@@ -476,11 +476,18 @@ impl View {
                 epoch,
                 seq,
                 messages,
+                branches,
                 ..
             } => {
                 self.epoch = Some(epoch);
                 self.seq = seq;
-                self.transcript = Transcript::from_messages(messages);
+                // The whole tree in log order: by `created_at`, the active
+                // path first on a tie (docs/protocol.md, "Versions and
+                // branches").
+                let mut tree = messages;
+                tree.extend(branches);
+                tree.sort_by_key(|m| m.created_at);
+                self.transcript = Transcript::from_messages(tree);
             }
             ServerFrame::Event {
                 epoch, seq, event, ..

@@ -24,6 +24,7 @@ use crate::actors::chat::Chat;
 use crate::actors::conversations::ConversationsMsg;
 use crate::actors::conversations::conversation::{JoinError, JoinMode, Subscriber};
 use crate::actors::{Frame, NodeContext};
+use crate::engine::Turn;
 use crate::protocol::{
     Ack, ApiError, ClientFrame, ClientRequest, ErrorCode, PROTOCOL_VERSION, ServerFrame, Since,
     UserId, close_code,
@@ -257,36 +258,22 @@ impl ConnectionState {
                     conversation_id,
                 });
             }
-            ClientRequest::Send(send) => match self.chat.send(user, send).await {
-                Ok(turn) => {
-                    let conversation_id = turn.ack.conversation_id;
-                    let mut followed = Ok(());
-                    if !self.subscriptions.contains_key(&conversation_id) {
-                        let mode = JoinMode::After {
-                            epoch: turn.epoch.clone(),
-                            after_seq: turn.user_seq - 1,
-                        };
-                        followed = self.join(myself, conversation_id, mode).await;
-                    }
-                    self.send(&ServerFrame::Ack {
-                        id,
-                        ack: Ack::Sent(turn.ack),
-                    });
-                    // The turn happened; only its live events could not be
-                    // followed. Say so, so that the client subscribes itself.
-                    if let Err(error) = followed {
-                        tracing::warn!(%conversation_id, %error.message, "sender not subscribed");
-                        self.send_error(
-                            None,
-                            ApiError::new(
-                                error.code,
-                                format!("sent, but not subscribed to {conversation_id}: {}; subscribe to follow it", error.message),
-                            ),
-                        );
-                    }
-                }
-                Err(error) => self.send_error(id, error),
-            },
+            ClientRequest::Send(send) => {
+                let turn = self.chat.send(user, send).await;
+                self.acknowledge_turn(myself, id, turn).await;
+            }
+            ClientRequest::Regenerate(request) => {
+                let turn = self.chat.regenerate(user, request).await;
+                self.acknowledge_turn(myself, id, turn).await;
+            }
+            ClientRequest::Edit(request) => {
+                let turn = self.chat.edit(user, request).await;
+                self.acknowledge_turn(myself, id, turn).await;
+            }
+            ClientRequest::Continue(request) => {
+                let turn = self.chat.continue_reply(user, request).await;
+                self.acknowledge_turn(myself, id, turn).await;
+            }
             ClientRequest::Cancel { message_id } => {
                 match self.chat.cancel(user, message_id).await {
                     Ok(()) => self.send(&ServerFrame::Ack {
@@ -296,6 +283,49 @@ impl ConnectionState {
                     Err(error) => self.send_error(id, error),
                 }
             }
+        }
+    }
+
+    /// Answers a turn's frame (`send`, `regenerate`, `edit`, `continue`):
+    /// the sender follows the conversation from the turn's first event on,
+    /// then gets its `ack`.
+    async fn acknowledge_turn(
+        &mut self,
+        myself: &ActorRef<ConnectionMsg>,
+        id: Option<String>,
+        turn: Result<Turn, ApiError>,
+    ) {
+        let turn = match turn {
+            Ok(turn) => turn,
+            Err(error) => return self.send_error(id, error),
+        };
+        let conversation_id = turn.ack.conversation_id;
+        let mut followed = Ok(());
+        if !self.subscriptions.contains_key(&conversation_id) {
+            let mode = JoinMode::After {
+                epoch: turn.epoch.clone(),
+                after_seq: turn.user_seq - 1,
+            };
+            followed = self.join(myself, conversation_id, mode).await;
+        }
+        self.send(&ServerFrame::Ack {
+            id,
+            ack: Ack::Sent(turn.ack),
+        });
+        // The turn happened; only its live events could not be followed.
+        // Say so, so that the client subscribes itself.
+        if let Err(error) = followed {
+            tracing::warn!(%conversation_id, %error.message, "sender not subscribed");
+            self.send_error(
+                None,
+                ApiError::new(
+                    error.code,
+                    format!(
+                        "sent, but not subscribed to {conversation_id}: {}; subscribe to follow it",
+                        error.message
+                    ),
+                ),
+            );
         }
     }
 

@@ -489,11 +489,13 @@ impl ConversationState {
             seq,
             recovered: false,
         };
+        let (messages, branches) = crate::branches::split_active(messages);
         let snapshot = ServerFrame::Snapshot {
             conversation_id: self.conversation_id,
             epoch: self.epoch.to_string(),
             seq,
             messages,
+            branches,
         };
         [
             Frame::from(subscribed.to_text()),

@@ -195,8 +195,10 @@ async fn start(
     }
     let request = CompletionRequest {
         model: spec.model.clone(),
-        history: snapshot.messages[..position]
-            .iter()
+        // The model sees the reply's own branch: the path down to the
+        // message it answers.
+        history: crate::branches::path_to(&snapshot.messages[..position], reply.parent_id)
+            .into_iter()
             .map(|m| ChatTurn {
                 role: m.role,
                 content: m.content.clone(),
