@@ -3,7 +3,7 @@
 # WebSocket, engine conformance on memory, a real redis-server and a real
 # Redis Cluster, multi-node cluster, TLS to Redis), the deployment files'
 # checks (scripts/check-deploy.sh), a bounded fuzzing run, then the browser
-# UI's unit tests and its end-to-end tests in headless Chromium. Needs
+# UI's lint (ESLint), unit tests and end-to-end tests in headless Chromium. Needs
 # redis-server, openssl, promtool, kubernetes-validate, chromium and the
 # nightly Rust toolchain (.ci/run installs them on a fresh machine).
 set -euo pipefail
@@ -21,6 +21,7 @@ if [ -f frontend/package.json ]; then
   cd frontend
   npm ci --no-audit --no-fund
   npm run build
+  npm run lint
   npm run test:unit
   CHATSTREAM_BIN="$PWD/../target/debug/chatstream" npm run test:e2e
 fi

@@ -165,7 +165,7 @@ describe('the browser chat', () => {
     assert.deepEqual(await shownMessages(first), await shownMessages(second));
   });
 
-  test('Regenerate asks the last question again as a new turn', async () => {
+  test('Regenerate writes a new version of the reply, without asking the question again', async () => {
     const page = await openApp();
     // Shift+Enter adds a line; Enter sends.
     const composer = page.locator('[data-testid=composer]');
@@ -175,22 +175,25 @@ describe('the browser chat', () => {
     await composer.press('Enter');
     await waitReply(page, { status: 'complete' });
     await page.locator('[data-testid=regenerate]').click();
-    await page.waitForFunction(() => document.querySelectorAll('[data-testid=message]').length === 4);
+    // Contract 1.2: a second version beside the first reply (‹ 2/2 ›), not a new turn.
+    await page.waitForSelector('[data-testid=message][data-role=assistant][data-version="2/2"]');
     const done = await waitReply(page, { status: 'complete' });
+    assert.equal((await shownMessages(page)).length, 2);
 
-    const conversation = await serverConversation(page, await conversationId(page));
+    const conversation = /** @type {any} */ (await serverConversation(page, await conversationId(page)));
     assert.deepEqual(
-      conversation.messages.map((m) => [m.role, m.status]),
+      conversation.messages.map((/** @type {any} */ m) => [m.role, m.status]),
       [
-        ['user', 'complete'],
-        ['assistant', 'complete'],
         ['user', 'complete'],
         ['assistant', 'complete'],
       ],
     );
     assert.equal(conversation.messages[0]?.content, 'Ask me\ntwice');
-    assert.equal(conversation.messages[2]?.content, 'Ask me\ntwice');
-    assert.equal(done.text, conversation.messages[3]?.content);
+    assert.equal(done.text, conversation.messages[1]?.content);
+    assert.deepEqual(
+      conversation.branches.map((/** @type {any} */ m) => [m.role, m.parent_id]),
+      [['assistant', conversation.messages[0]?.id]],
+    );
   });
 
   test('a dropped network shows offline, then resumes the reply with since, without repeats', async () => {
@@ -269,7 +272,7 @@ describe('the browser chat', () => {
     assert.equal((await shownMessages(page))[0]?.text.trim(), 'First topic');
 
     // Deleting the other one, its reply perhaps still streaming, leaves this one open.
-    await page.locator(`[data-testid=conversation][data-id="${second}"] button`).click();
+    await page.locator(`[data-testid=conversation][data-id="${second}"] button.delete`).click();
     // The list drops it at once, before the server answers: wait for the DELETE's answer too.
     const deleted = page.waitForResponse(
       (r) => r.request().method() === 'DELETE' && r.url().endsWith(`/api/conversations/${second}`),

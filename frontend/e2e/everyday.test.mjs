@@ -97,7 +97,7 @@ describe('everyday use', () => {
     );
     await waitReply(first, { status: 'complete' });
 
-    await first.locator(`[data-testid=conversation][data-id="${id}"] button`).click();
+    await first.locator(`[data-testid=conversation][data-id="${id}"] button.delete`).click();
     await first.locator('[data-testid=confirm-delete]').click();
     await second.waitForFunction(() => document.querySelectorAll('[data-testid=conversation]').length === 0, null, {
       timeout: 5_000,

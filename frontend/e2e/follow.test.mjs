@@ -125,4 +125,35 @@ describe('auto-follow', () => {
     await page.waitForTimeout(100);
     assertLastInView(await lastMessageGeometry(page), 'after "Jump to latest"');
   });
+
+  test('a keyboard user scrolls the list from inside it (no tab stop of its own)', async () => {
+    const page = await browser.context.newPage();
+    await page.setViewportSize(DESKTOP);
+    await page.goto(server.url);
+    await waitConnected(page);
+    await sendMessage(page, 'A long answer to read with the keyboard');
+    await waitReply(page, { status: 'complete' });
+    const list = page.locator('.messages');
+    assert.equal(await list.getAttribute('role'), 'log');
+    assert.equal(await list.getAttribute('tabindex'), null);
+    await page.locator('.messages [data-testid=message][data-role=assistant] button').last().waitFor();
+
+    // From the message box, Shift+Tab lands on the last control in the list.
+    await page.getByTestId('composer').focus();
+    await page.keyboard.press('Shift+Tab');
+    assert.ok(await page.evaluate(() => document.querySelector('.messages')?.contains(document.activeElement) ?? false));
+    const bottom = await list.evaluate((el) => el.scrollTop);
+    assert.ok(bottom > 0, 'the list is taller than its view');
+
+    // PageUp scrolls the list (and the view stops following); End takes it back down.
+    await page.keyboard.press('PageUp');
+    await page.waitForFunction((bottom) => (document.querySelector('.messages')?.scrollTop ?? bottom) < bottom - 100, bottom);
+    await page.getByRole('button', { name: 'Jump to latest' }).waitFor();
+    await page.keyboard.press('End');
+    await page.waitForFunction(() => {
+      const el = document.querySelector('.messages');
+      return el !== null && el.scrollHeight - el.scrollTop - el.clientHeight < 2;
+    });
+    await page.getByRole('button', { name: 'Jump to latest' }).waitFor({ state: 'detached' });
+  });
 });

@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const frontendDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const distDir = path.join(frontendDir, 'dist');
+/** The built UI the nodes serve: CHATSTREAM_DIST, else `npm run build`'s output. */
+export const distDir = path.resolve(frontendDir, process.env.CHATSTREAM_DIST ?? 'dist');
 /** The node binary (absolute): CHATSTREAM_BIN, else the debug build. */
 export const binary = path.resolve(frontendDir, process.env.CHATSTREAM_BIN ?? '../target/debug/chatstream');
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';

@@ -4,4 +4,6 @@
 try {
   const theme = localStorage.getItem('chatstream.theme');
   if (theme === 'light' || theme === 'dark') document.documentElement.dataset.theme = theme;
-} catch {}
+} catch {
+  // No storage (private mode): the system theme until the app starts.
+}

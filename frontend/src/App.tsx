@@ -8,21 +8,20 @@ import { MessageList } from './components/MessageList';
 import { ModelPicker } from './components/ModelPicker';
 import { Notices } from './components/Notices';
 import { Sidebar } from './components/Sidebar';
-import { useChatClient, useChatState } from './hooks/useChat';
+import { useBranchActions, useChatClient, useChatState, useConversationView } from './hooks/useChat';
 import { useConversations } from './hooks/useConversations';
 import { useIdentity } from './hooks/useIdentity';
 import { useModels } from './hooks/useModels';
 import { useRoute, type Navigate } from './hooks/useRoute';
 import { useTheme } from './hooks/useTheme';
 import { useI18n } from './i18n/I18n';
-import { questionBefore } from './lib/failures';
 import type { Message } from './protocol';
 
 export function App() {
   const client = useChatClient();
   const state = useChatState();
   const [route, navigate, target] = useRoute();
-  const { conversations, loaded, remove, hasMore, loadingMore, loadMore } = useConversations(
+  const { conversations, loaded, remove, rename, hasMore, loadingMore, loadMore } = useConversations(
     state.listVersion,
     state.removed,
   );
@@ -48,11 +47,14 @@ export function App() {
   useGiveBackRefusedText(state.notices, setDraft);
 
   const conversation = route ? state.conversations[route] : undefined;
-  const messages = conversation?.messages ?? [];
+  // The versions shown at each level of the conversation's tree (contract 1.2).
+  const view = useConversationView(state, route, target?.message ?? null);
+  const messages = view.messages;
   const pending = state.pending.filter((p) => p.conversationId === route);
-  const streaming = lastReplyIfStreaming(messages);
+  // Wherever it is in the tree: the one reply that may be streaming.
+  const streaming = lastReplyIfStreaming(conversation?.tree ?? []);
   const loading = route !== null && (!conversation || (conversation.epoch === null && conversation.sync !== 'live'));
-  const busy = pending.length > 0 || loading;
+  const busy = pending.length > 0 || view.versions.length > 0 || loading;
 
   const summary = conversations.find((c) => c.id === route);
   const firstUser = messages.find((m) => m.role === 'user');
@@ -67,29 +69,20 @@ export function App() {
 
   const send = useCallback(
     (text: string) => {
-      const requestId = client.send(route, text, model || undefined);
+      // From another branch than the newest: the new question follows the last message shown.
+      const requestId = client.send(route, text, model || undefined, view.sendParent);
       if (!route) setNewChatRequest(requestId);
       return true;
     },
-    [client, route, model],
+    [client, route, model, view.sendParent],
   );
 
-  // The protocol has no regenerate frame: ask the same question again as a new turn.
-  const regenerate = useCallback(() => {
-    const question = [...messages].reverse().find((m) => m.role === 'user');
-    if (question && route) client.send(route, question.content, model || undefined);
-  }, [client, messages, route, model]);
-  const last = messages.at(-1);
-  const canRegenerate = last?.role === 'assistant' && last.status !== 'streaming' && !busy;
+  // Edit, Regenerate, Continue and ‹ 2/3 ›; locked (saying why) while the server would answer `conflict`.
+  const branchActions = useBranchActions(route, model || undefined);
+  const locked = streaming !== undefined ? t.lockedWhileReplying : busy ? t.lockedWhileSending : null;
 
-  // A failed reply's Retry sends the question it answered again, as a new turn.
-  const retry = useCallback(
-    (replyId: string) => {
-      const question = questionBefore(messages, replyId);
-      if (question && route) client.send(route, question.content, model || undefined);
-    },
-    [client, messages, route, model],
-  );
+  // A failed reply's Retry asks for a new version of that reply (‹ 1/2 ›), beside the failed one.
+  const retry = branchActions.regenerate;
   // Not while a reply is being written: the server would refuse the send.
   const canRetry = !busy && streaming === undefined;
 
@@ -111,6 +104,7 @@ export function App() {
         conversations={conversations}
         loaded={loaded}
         current={route}
+        onRename={rename}
         onDelete={(id) => {
           if (id === route) navigate(null, true);
           void remove(id);
@@ -125,7 +119,13 @@ export function App() {
       />
       {drawerOpen && <div className="scrim" onClick={closeDrawer} aria-hidden="true" />}
       <main className="chat">
-        <ChatHeader title={title} drawerOpen={drawerOpen} onMenu={() => setDrawerOpen(true)}>
+        <ChatHeader
+          title={title}
+          drawerOpen={drawerOpen}
+          onMenu={() => setDrawerOpen(true)}
+          conversationId={route}
+          onRename={route ? (newTitle) => rename(route, newTitle) : undefined}
+        >
           <ModelPicker models={models} value={model} onChange={setModel} />
           <ConnectionIndicator connection={state.connection} onRetry={() => client.retryNow()} />
         </ChatHeader>
@@ -149,9 +149,11 @@ export function App() {
         ) : (
           <MessageList
             conversationKey={route ?? 'new'}
-            messages={messages}
+            path={view.path}
             pending={pending}
-            onRegenerate={canRegenerate ? regenerate : undefined}
+            versions={view.versions}
+            actions={branchActions}
+            locked={locked}
             onRetry={canRetry ? retry : undefined}
             target={target}
           />

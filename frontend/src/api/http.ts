@@ -55,12 +55,19 @@ export function errorOf(status: number, body: unknown): ApiError {
   return new ApiError(code, typeof error?.message === 'string' ? error.message : '');
 }
 
-async function call<T>(method: string, path: string, retry = true, signal?: AbortSignal): Promise<T> {
+async function call<T>(method: string, path: string, retry = true, signal?: AbortSignal, body?: unknown): Promise<T> {
   const token = await getToken();
-  const response = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` }, signal });
+  const headers: Record<string, string> = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(path, {
+    method,
+    headers,
+    signal,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   if (response.status === 401 && retry) {
     dropToken(token);
-    return call<T>(method, path, false, signal);
+    return call<T>(method, path, false, signal, body);
   }
   if (!response.ok) {
     throw errorOf(response.status, await response.json().catch(() => null));
@@ -83,6 +90,46 @@ export async function listConversations(options: { limit?: number; before?: stri
   const path = `/api/conversations${search ? `?${search}` : ''}`;
   const page = await call<Partial<ConversationPage> & { conversations: ConversationSummary[] }>('GET', path);
   return { conversations: page.conversations, next: page.next ?? null };
+}
+
+/** A message as `GET /api/conversations/{id}` gives it (contract 1.2 adds `parent_id`). */
+export interface StoredMessage {
+  id: string;
+  conversation_id: string;
+  role: 'user' | 'assistant';
+  content: string;
+  status: 'streaming' | 'complete' | 'cancelled' | 'failed';
+  model?: string | null;
+  created_at: string;
+  error?: string | null;
+  parent_id?: string | null;
+}
+
+/**
+ * `GET /api/conversations/{id}`: `messages` is the active path, root first;
+ * `branches` (contract 1.2) every other version, absent from older nodes.
+ */
+export interface ConversationDetail {
+  id: string;
+  title: string | null;
+  epoch: string;
+  seq: number;
+  messages: StoredMessage[];
+  branches?: StoredMessage[];
+  created_at?: string;
+  updated_at?: string;
+}
+
+export function getConversation(id: string): Promise<ConversationDetail> {
+  return call<ConversationDetail>('GET', `/api/conversations/${encodeURIComponent(id)}`);
+}
+
+/** The longest title the server takes, in Unicode scalar values (longer answers 413 `too_large`). */
+export const MAX_TITLE_CHARS = 200;
+
+/** `PATCH /api/conversations/{id}` `{title}`: answers the conversation as GET does. */
+export function renameConversation(id: string, title: string): Promise<ConversationDetail> {
+  return call<ConversationDetail>('PATCH', `/api/conversations/${encodeURIComponent(id)}`, true, undefined, { title });
 }
 
 export function deleteConversation(id: string): Promise<void> {

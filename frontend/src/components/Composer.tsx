@@ -64,10 +64,8 @@ export function Composer({
     el.setSelectionRange(el.value.length, el.value.length);
   }, [focusRequest]);
 
-  // The hint goes once the turn is over.
-  useEffect(() => {
-    if (!streaming && !busy) setWaitHint(false);
-  }, [streaming, busy]);
+  // The hint goes once the turn is over (state adjusted while rendering, not in an effect).
+  if (waitHint && !streaming && !busy) setWaitHint(false);
 
   // Nothing is cut: a draft over a limit stays as it is, says so, and is not sent.
   const check = useMemo(() => checkDraft(value, { conversationId, model }), [value, conversationId, model]);

@@ -4,6 +4,7 @@ import { en } from '../i18n/en';
 import { useI18n } from '../i18n/I18n';
 import { groupByDay } from '../lib/groups';
 import { TrashIcon } from './icons';
+import { PencilIcon, RenameForm } from './RenameForm';
 
 interface Props {
   conversations: readonly ConversationSummary[];
@@ -11,6 +12,8 @@ interface Props {
   current: string | null;
   onOpen: () => void;
   onDelete: (id: string) => void;
+  /** Renames a conversation (`PATCH`); throws the node's error, which the row shows. */
+  onRename?: (id: string, title: string) => Promise<void>;
   /** More (older) conversations can be loaded. */
   hasMore?: boolean;
   loadingMore?: boolean;
@@ -27,12 +30,23 @@ export function ConversationList({
   current,
   onOpen,
   onDelete,
+  onRename,
   hasMore = false,
   loadingMore = false,
   onLoadMore,
 }: Props) {
   // Deleting asks once, inline, instead of a modal dialog.
   const [confirming, setConfirming] = useState<string | null>(null);
+  const [renaming, setRenaming] = useState<string | null>(null);
+  /** After a rename, focus goes back to that row's rename button (for keyboard users), once it is shown again. */
+  const refocus = useRef<string | null>(null);
+  useEffect(() => {
+    const id = refocus.current;
+    const button = id ? document.querySelector<HTMLElement>(`[data-id="${CSS.escape(id)}"] [data-testid=rename]`) : null;
+    if (!button) return;
+    refocus.current = null;
+    button.focus();
+  });
   const { t } = useI18n();
   const title = (c: ConversationSummary) => titleOf(c, t.untitledChat);
 
@@ -56,11 +70,34 @@ export function ConversationList({
                   }}
                   onCancel={() => setConfirming(null)}
                 />
+              ) : renaming === c.id && onRename ? (
+                <li key={c.id} className="conversation renaming" data-testid="conversation" data-id={c.id}>
+                  <RenameForm
+                    title={c.title ? titleOf(c, '') : ''}
+                    onSave={(newTitle) => onRename(c.id, newTitle)}
+                    onDone={() => {
+                      refocus.current = c.id;
+                      setRenaming(null);
+                    }}
+                  />
+                </li>
               ) : (
                 <li key={c.id} className="conversation" data-testid="conversation" data-id={c.id}>
                   <a href={`#/c/${c.id}`} aria-current={c.id === current ? 'page' : undefined} onClick={onOpen}>
                     {title(c)}
                   </a>
+                  {onRename && (
+                    <button
+                      type="button"
+                      className="icon-button rename"
+                      data-testid="rename"
+                      aria-label={t.renameTitled(title(c))}
+                      title={t.rename}
+                      onClick={() => setRenaming(c.id)}
+                    >
+                      <PencilIcon />
+                    </button>
+                  )}
                   <button
                     type="button"
                     className="icon-button delete"
@@ -88,7 +125,9 @@ export function ConversationList({
 function ShowMore({ loading, onLoadMore }: { loading: boolean; onLoadMore: () => void }) {
   const button = useRef<HTMLButtonElement>(null);
   const latest = useRef(onLoadMore);
-  latest.current = onLoadMore;
+  useEffect(() => {
+    latest.current = onLoadMore;
+  });
   const { t } = useI18n();
   useEffect(() => {
     const el = button.current;
@@ -122,14 +161,20 @@ function ConfirmDelete({ title, onConfirm, onCancel }: { title: string; onConfir
   const { t } = useI18n();
   useEffect(() => cancel.current?.focus(), []);
   return (
-    <li className="conversation confirming" onKeyDown={(e) => e.key === 'Escape' && onCancel()}>
+    <li className="conversation confirming">
       <span className="confirm-text" title={title}>
         {t.deleteThisChat}
       </span>
-      <button type="button" className="small-button danger" data-testid="confirm-delete" onClick={onConfirm}>
+      <button
+        type="button"
+        className="small-button danger"
+        data-testid="confirm-delete"
+        onClick={onConfirm}
+        onKeyDown={(e) => e.key === 'Escape' && onCancel()}
+      >
         {t.delete}
       </button>
-      <button type="button" className="small-button" ref={cancel} onClick={onCancel}>
+      <button type="button" className="small-button" ref={cancel} onClick={onCancel} onKeyDown={(e) => e.key === 'Escape' && onCancel()}>
         {t.cancel}
       </button>
     </li>

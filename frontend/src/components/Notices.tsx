@@ -1,7 +1,7 @@
 import { FRAME_TOO_LARGE, type Notice } from '../protocol';
 import { en, type Dict } from '../i18n/en';
 import { useI18n } from '../i18n/I18n';
-import { describeError, humanSentence } from '../lib/failures';
+import { describeError, serverSentence } from '../lib/failures';
 import { CloseIcon } from './icons';
 
 /**
@@ -28,7 +28,7 @@ export function describeNotice(notice: Pick<Notice, 'code' | 'message'>, t: Dict
   }
   if (notice.code === FRAME_TOO_LARGE) return t.frameRefused;
   const page = PAGE_NOTICES[notice.code]?.(t);
-  if (page) return `${page.text} ${humanSentence(notice.message) ?? page.otherwise}`;
+  if (page) return `${page.text} ${serverSentence(notice.message, t) ?? page.otherwise}`;
   return describeError(notice.code, notice.message, t);
 }
 

@@ -3,7 +3,7 @@ import { MAX_QUERY_CHARS, type SearchResult } from '../api/http';
 import type { SearchState } from '../hooks/useSearch';
 import { en } from '../i18n/en';
 import { useI18n } from '../i18n/I18n';
-import { humanSentence } from '../lib/failures';
+import { serverSentence } from '../lib/failures';
 import { routeHash } from '../lib/route';
 import { parseSnippet } from '../lib/snippet';
 import { titleOf } from './ConversationList';
@@ -55,7 +55,8 @@ export function SearchBox({ query, onQuery, onSubmit }: BoxProps) {
         data-testid="search"
         placeholder={t.searchMessages}
         aria-label={t.searchMessages}
-        aria-controls="search-results"
+        // The results exist only while there is something to search for.
+        aria-controls={query.trim() ? 'search-results' : undefined}
         autoComplete="off"
         spellCheck={false}
         maxLength={MAX_QUERY_CHARS}
@@ -92,7 +93,7 @@ export function SearchResults({ state, onOpen, currentMessage }: ResultsProps) {
   const { t } = useI18n();
   let note: string | null = null;
   if (state.status === 'unavailable') note = t.searchUnavailable;
-  else if (state.status === 'failed') note = `${t.searchFailed} ${humanSentence(state.message) ?? t.tryAgainSoon}`;
+  else if (state.status === 'failed') note = `${t.searchFailed} ${serverSentence(state.message, t) ?? t.tryAgainSoon}`;
   else if (state.status === 'done' && state.results.length === 0) note = t.noMatch;
   else if (state.status === 'searching' && !results) note = t.searching;
 

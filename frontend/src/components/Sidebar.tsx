@@ -17,6 +17,7 @@ interface Props {
   loaded: boolean;
   current: string | null;
   onDelete: (id: string) => void;
+  onRename?: (id: string, title: string) => Promise<void>;
   hasMore: boolean;
   loadingMore: boolean;
   onLoadMore: () => void;
@@ -36,6 +37,7 @@ export function Sidebar({
   loaded,
   current,
   onDelete,
+  onRename,
   hasMore,
   loadingMore,
   onLoadMore,
@@ -80,6 +82,7 @@ export function Sidebar({
             current={current}
             onOpen={onClose}
             onDelete={onDelete}
+            onRename={onRename}
             hasMore={hasMore}
             loadingMore={loadingMore}
             onLoadMore={onLoadMore}

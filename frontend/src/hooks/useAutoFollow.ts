@@ -45,10 +45,18 @@ export function useAutoFollow(ref: RefObject<HTMLElement | null>, content: unkno
     if (keep) toBottom();
   }, [ref, setPinned, toBottom]);
 
+  // Another conversation shown: following again, from this render on (state
+  // adjusted while rendering, not in an effect) ...
+  const [shownReset, setShownReset] = useState(reset);
+  if (shownReset !== reset) {
+    setShownReset(reset);
+    setFollowing(true);
+  }
+  // ... and at its bottom before the browser paints it.
   useLayoutEffect(() => {
-    setPinned(true);
+    pinned.current = true;
     toBottom();
-  }, [reset, setPinned, toBottom]);
+  }, [reset, toBottom]);
 
   // After every change of what is shown, before the browser paints it. Scroll
   // events arrive a frame late: a reader who just scrolled up while a token

@@ -1,5 +1,5 @@
-import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
-import { ApiError, deleteConversation, listConversations, type ConversationSummary } from '../api/http';
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
+import { ApiError, deleteConversation, listConversations, renameConversation, type ConversationSummary } from '../api/http';
 import { announceListChange, onListChange } from '../lib/tabs';
 import { emptyPages, refreshLimit, withFirstPage, withNextPage, type ListPages } from '../lib/conversationPages';
 import { backoffDelay } from '../protocol/backoff';
@@ -39,30 +39,35 @@ export function useConversations(listVersion: number, removed: readonly string[]
   const [loaded, setLoaded] = useState(false);
   const [loadingMore, setLoadingMore] = useState(false);
   const pagesRef = useRef(pages);
-  pagesRef.current = pages;
+  useLayoutEffect(() => {
+    pagesRef.current = pages;
+  }, [pages]);
   const latest = useRef(0);
   const failures = useRef(0);
   const retryTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
   /** The cursor of the page being fetched by `loadMore`, if any. */
   const fetchingMore = useRef<string | null>(null);
 
-  const refresh = useCallback(async () => {
-    const request = ++latest.current;
-    clearTimeout(retryTimer.current);
-    try {
-      const page = await listConversations({ limit: refreshLimit(pagesRef.current, PAGE_SIZE) });
-      // An older request finishing late must not overwrite a newer answer.
-      if (request !== latest.current) return;
-      failures.current = 0;
-      setPages((held) => withFirstPage(held, page));
-      setLoaded(true);
-    } catch {
-      // Offline, the node restarting or the store recovering (`unavailable`):
-      // keep what is shown and ask again with backoff.
-      if (request !== latest.current) return;
-      const delay = backoffDelay(failures.current++, Math.random, RETRY_BASE_MS, RETRY_CAP_MS);
-      retryTimer.current = setTimeout(() => void refresh(), delay);
+  const refresh = useCallback(() => {
+    async function fetchFirstPage(): Promise<void> {
+      const request = ++latest.current;
+      clearTimeout(retryTimer.current);
+      try {
+        const page = await listConversations({ limit: refreshLimit(pagesRef.current, PAGE_SIZE) });
+        // An older request finishing late must not overwrite a newer answer.
+        if (request !== latest.current) return;
+        failures.current = 0;
+        setPages((held) => withFirstPage(held, page));
+        setLoaded(true);
+      } catch {
+        // Offline, the node restarting or the store recovering (`unavailable`):
+        // keep what is shown and ask again with backoff.
+        if (request !== latest.current) return;
+        const delay = backoffDelay(failures.current++, Math.random, RETRY_BASE_MS, RETRY_CAP_MS);
+        retryTimer.current = setTimeout(() => void fetchFirstPage(), delay);
+      }
     }
+    return fetchFirstPage();
   }, []);
 
   const loadMore = useCallback(async () => {
@@ -119,8 +124,24 @@ export function useConversations(listVersion: number, removed: readonly string[]
     [client, refresh],
   );
 
+  /**
+   * `PATCH /api/conversations/{id}` `{title}`: the list shows the new title
+   * at once, other tabs are told. Throws the node's `ApiError` (the caller
+   * shows its sentence); the list is left as it was.
+   */
+  const rename = useCallback(
+    async (id: string, title: string) => {
+      const renamed = await renameConversation(id, title);
+      const newTitle = renamed.title ?? title;
+      setPages((held) => ({ ...held, items: held.items.map((c) => (c.id === id ? { ...c, title: newTitle } : c)) }));
+      announceListChange();
+      void refresh();
+    },
+    [refresh],
+  );
+
   // A conversation found gone leaves the list at once, before the next fetch.
   const conversations = useMemo(() => withoutRemoved(pages.items, removed), [pages.items, removed]);
 
-  return { conversations, loaded, remove, hasMore: pages.next !== null, loadingMore, loadMore };
+  return { conversations, loaded, remove, rename, hasMore: pages.next !== null, loadingMore, loadMore };
 }

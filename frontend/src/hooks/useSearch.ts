@@ -58,29 +58,33 @@ export function useSearch() {
     return answer;
   }, []);
 
-  useEffect(() => {
-    const q = query.trim();
-    clearTimeout(timer.current);
-    if (!q) {
+  /** The search box changed: start waiting for the typing to pause (in the event, not in an effect). */
+  const changeQuery = useCallback(
+    (next: string) => {
+      setQuery(next);
+      const q = next.trim();
+      clearTimeout(timer.current);
+      if (!q) {
+        controller.current?.abort();
+        controller.current = null;
+        asked.current = null;
+        setState({ status: 'idle' });
+        return;
+      }
+      // The same query (a space typed): what is shown, or on its way, stands.
+      if (asked.current?.query === q) return;
+      // Another query: the answer to the previous one must not arrive.
       controller.current?.abort();
-      controller.current = null;
       asked.current = null;
-      setState({ status: 'idle' });
-      return;
-    }
-    // The same query (a space typed): what is shown, or on its way, stands.
-    if (asked.current?.query === q) return;
-    // Another query: the answer to the previous one must not arrive.
-    controller.current?.abort();
-    asked.current = null;
-    setState((previous) => ({
-      status: 'searching',
-      query: q,
-      results: previous.status === 'done' || previous.status === 'searching' ? previous.results : null,
-    }));
-    timer.current = setTimeout(() => void run(q), SEARCH_DEBOUNCE_MS);
-    return () => clearTimeout(timer.current);
-  }, [query, run]);
+      setState((previous) => ({
+        status: 'searching',
+        query: q,
+        results: previous.status === 'done' || previous.status === 'searching' ? previous.results : null,
+      }));
+      timer.current = setTimeout(() => void run(q), SEARCH_DEBOUNCE_MS);
+    },
+    [run],
+  );
 
   useEffect(
     () => () => {
@@ -95,7 +99,7 @@ export function useSearch() {
     return q ? run(q) : Promise.resolve(null);
   }, [query, run]);
 
-  const clear = useCallback(() => setQuery(''), []);
+  const clear = useCallback(() => changeQuery(''), [changeQuery]);
 
-  return { query, setQuery, state, searchNow, clear };
+  return { query, setQuery: changeQuery, state, searchNow, clear };
 }

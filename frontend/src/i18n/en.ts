@@ -128,6 +128,48 @@ export const en = {
   searchFailed: 'Search failed.',
   noMatch: 'No messages match',
   searchUnavailable: 'Search is not available on this server',
+
+  // rename, export, maths and the installable app (issue 13, item 5)
+  rename: 'Rename',
+  renameTitled: (title: string) => `Rename “${title}”`,
+  renameConversation: 'Rename this conversation',
+  newTitle: 'New title',
+  titleEmpty: 'A title cannot be empty.',
+  titleTooLong: (max: string) => `A title can be at most ${max} characters.`,
+  renameFailed: 'The conversation could not be renamed.',
+  /** Rename's own sentences for some codes; the others use `codes`. */
+  renameCodes: {
+    bad_request: 'Enter a title.',
+    too_large: 'That title is too long.',
+  } as Record<string, string>,
+  exportConversation: 'Export',
+  exportMenu: 'Export this conversation',
+  exportMarkdown: 'Markdown (.md)',
+  exportJson: 'JSON, every version (.json)',
+  exportFailed: 'The conversation could not be exported.',
+  exportedOn: (date: string) => `Exported from chatstream on ${date}`,
+  replyStopped: 'Stopped before the end.',
+  copyCode: 'Copy code',
+  copyFailed: 'Copy failed',
+
+  // versions and branches (issue 13): Edit, Regenerate, Continue, ‹ 2/3 ›
+  edit: 'Edit',
+  editMessage: 'Edit message',
+  editLabel: 'Edit your message',
+  editEmpty: 'Write something to send',
+  save: 'Save',
+  saveEdit: 'Save and send as a new version',
+  hintToSave: 'to save',
+  hintToCancel: 'to cancel',
+  continue: 'Continue',
+  continueReply: 'Continue this reply',
+  previousVersion: 'Previous version',
+  nextVersion: 'Next version',
+  versionOf: (index: string, count: string) => `Version ${index} of ${count}`,
+  versionsOfQuestion: 'Versions of this message',
+  versionsOfReply: 'Versions of this reply',
+  lockedWhileReplying: 'Available once the reply has finished (or press Stop)',
+  lockedWhileSending: 'Available once your previous request has been sent',
 };
 
 export type Dict = typeof en;

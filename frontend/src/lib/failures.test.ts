@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { errorOf } from '../api/http';
 import { dictionary } from '../i18n';
-import { describeError, ERROR_CODES, FAILED_REPLY_TEXT, failedReplyDetail, humanSentence, questionBefore, sentenceForCode } from './failures';
+import {
+  describeError,
+  ERROR_CODES,
+  FAILED_REPLY_TEXT,
+  failedReplyDetail,
+  humanSentence,
+  sentenceForCode,
+  serverSentence,
+} from './failures';
 
 describe('humanSentence', () => {
   it('keeps a sentence, capitalized and ended', () => {
@@ -45,22 +53,6 @@ describe('a failed reply', () => {
     expect(failedReplyDetail('upstream_error')).toBeNull();
     expect(failedReplyDetail(FAILED_REPLY_TEXT)).toBeNull();
   });
-
-  it('is retried with the question it answered', () => {
-    const messages = [
-      { id: 'u1', role: 'user' as const, content: 'first' },
-      { id: 'a1', role: 'assistant' as const, content: 'ok' },
-      { id: 'u2', role: 'user' as const, content: 'second' },
-      { id: 'a2', role: 'assistant' as const, content: '' },
-      { id: 'u3', role: 'user' as const, content: 'third' },
-      { id: 'a3', role: 'assistant' as const, content: '' },
-    ];
-    expect(questionBefore(messages, 'a2')?.content).toBe('second');
-    expect(questionBefore(messages, 'a3')?.content).toBe('third');
-    expect(questionBefore(messages, 'a1')?.content).toBe('first');
-    expect(questionBefore(messages, 'missing')).toBeNull();
-    expect(questionBefore(messages.slice(1), 'a1')).toBeNull();
-  });
 });
 
 describe('HTTP error bodies', () => {
@@ -97,9 +89,22 @@ describe('every error code as a sentence', () => {
     });
   }
 
-  it("prefers the server's own sentence, in any language of the UI", () => {
+  it("prefers the server's own sentence in English, never in another language", () => {
     const server = 'This conversation has reached its limit of 2,000 messages.';
-    expect(describeError('too_large', server, dictionary('vi'))).toBe(server);
+    expect(describeError('too_large', server, dictionary('en'))).toBe(server);
+    for (const code of ERROR_CODES) {
+      const shown = describeError(code, server, dictionary('vi'));
+      expect(shown).toBe(dictionary('vi').codes[code]);
+      expect(serverSentence(server, dictionary('vi'))).toBeNull();
+    }
+  });
+
+  it("shows a failed reply's English reason only in an English UI", () => {
+    const vi = dictionary('vi');
+    expect(failedReplyDetail('The model service is not answering.', vi.failedReply)).toBeNull();
+    expect(failedReplyDetail('The model service is not answering.', dictionary('en').failedReply)).toBe(
+      'The model service is not answering.',
+    );
   });
 
   it('says something general for a code it does not know, in the language', () => {

@@ -4,8 +4,8 @@
 // plainly not a sentence (JSON, an HTML error page from a proxy) is replaced
 // by the sentence for its code.
 
+import { ApiError } from '../api/http';
 import { en, type Dict } from '../i18n/en';
-import type { Message } from '../protocol';
 
 /** The longest server sentence shown as it is; anything longer is not a short sentence. */
 const MAX_SENTENCE_CHARS = 300;
@@ -44,27 +44,57 @@ export function humanSentence(text: string | null | undefined): string | null {
   return /[.!?…]$/.test(capitalized) ? capitalized : `${capitalized}.`;
 }
 
+/**
+ * The UI speaks English: the server's sentences (always English) can be
+ * shown as they are. In any other language they are not: the page's own
+ * sentence for the error's code is shown instead, so a Vietnamese reader
+ * never meets an English sentence from the server.
+ */
+export function speaksServerLanguage(t: Pick<Dict, 'langName'>): boolean {
+  return t.langName === en.langName;
+}
+
+/** The server's `text` to show in the UI's language: a sentence in an English UI, null otherwise (or when it is not one). */
+export function serverSentence(text: string | null | undefined, t: Pick<Dict, 'langName'> = en): string | null {
+  return speaksServerLanguage(t) ? humanSentence(text) : null;
+}
+
 /** What to show for an error with a protocol code and the server's message. */
 export function describeError(
   code: string,
   message: string | null | undefined,
-  t: Pick<Dict, 'codes' | 'somethingWentWrong'> = en,
+  t: Pick<Dict, 'codes' | 'somethingWentWrong' | 'langName'> = en,
 ): string {
-  return humanSentence(message) ?? sentenceForCode(code, t);
+  return serverSentence(message, t) ?? sentenceForCode(code, t);
 }
 
 /** The first line of a reply that ended `failed`. */
 export const FAILED_REPLY_TEXT = en.failedReply;
 
-/** The server's explanation of a failed reply, when it gives one worth showing. */
+/**
+ * The server's explanation of a failed reply, when it gives one worth
+ * showing: only in an English UI (`failedText` is the UI's own first line,
+ * which says in its language that the reply failed).
+ */
 export function failedReplyDetail(error: string | null | undefined, failedText: string = FAILED_REPLY_TEXT): string | null {
+  if (failedText !== FAILED_REPLY_TEXT) return null;
   const sentence = humanSentence(error);
   return sentence === FAILED_REPLY_TEXT || sentence === failedText ? null : sentence;
 }
 
-/** The question a reply answered: the last user message before it. */
-export function questionBefore<T extends Pick<Message, 'id' | 'role'>>(messages: readonly T[], replyId: string): T | null {
-  const at = messages.findIndex((m) => m.id === replyId);
-  for (let i = at - 1; i >= 0; i--) if (messages[i]!.role === 'user') return messages[i]!;
-  return null;
+/**
+ * The sentence for an action that failed (`lead`: "The conversation could
+ * not be renamed."), then why: the server's sentence in an English UI, else
+ * the action's own sentence for the code (`own`), else the code's. Anything
+ * that is not the node's answer (offline) says to try again.
+ */
+export function actionFailure(
+  lead: string,
+  error: unknown,
+  t: Pick<Dict, 'codes' | 'somethingWentWrong' | 'langName' | 'tryAgainSoon'>,
+  own: Readonly<Record<string, string>> = {},
+): string {
+  if (!(error instanceof ApiError)) return `${lead} ${t.tryAgainSoon}`;
+  const ownSentence = Object.hasOwn(own, error.code) ? own[error.code] : undefined;
+  return `${lead} ${serverSentence(error.message, t) ?? ownSentence ?? sentenceForCode(error.code, t)}`;
 }

@@ -50,6 +50,56 @@ describe('images in Markdown', () => {
   it('sanitizes whatever markup would still get through so that it loads nothing either', () => {
     for (const tag of ['img', 'picture', 'source', 'video', 'audio', 'style', 'form', 'input']) expect(SANITIZE_CONFIG.FORBID_TAGS).toContain(tag);
     for (const attribute of ['style', 'srcset', 'background', 'poster']) expect(SANITIZE_CONFIG.FORBID_ATTR).toContain(attribute);
-    expect(SANITIZE_CONFIG.USE_PROFILES).toEqual({ html: true });
+    expect(SANITIZE_CONFIG.USE_PROFILES).toEqual({ html: true, mathMl: true }); // maths; never SVG
+  });
+});
+
+describe('maths', () => {
+  it('renders $…$, \\(…\\), $$…$$ and \\[…\\] as MathML, inline or as a block', () => {
+    const inline = markdownHtml('Euler: $e^{i\\pi}+1=0$ and \\(a^2\\).');
+    expect(inline.match(/<span class="math math-inline"><math xmlns="http:\/\/www.w3.org\/1998\/Math\/MathML">/g)).toHaveLength(2);
+    expect(inline).toContain('<msup><mi>a</mi><mn>2</mn></msup>');
+    for (const block of ['$$\n\\frac{a}{b}\n$$', '\\[\n\\frac{a}{b}\n\\]', '$$\\frac{a}{b}$$']) {
+      const html = markdownHtml(block);
+      expect(html, block).toContain('<div class="math math-display"><math xmlns="http://www.w3.org/1998/Math/MathML" display="block">');
+      expect(html, block).toContain('<mfrac><mi>a</mi><mi>b</mi></mfrac>');
+    }
+  });
+
+  it('leaves no TeX source to be shown as text, and no inline style', () => {
+    const html = markdownHtml('$$\\sqrt{x}$$ and $\\color{red}{y}$');
+    expect(html).not.toMatch(/annotation|semantics|style=/);
+  });
+
+  it('looks for no maths inside code', () => {
+    const html = markdownHtml('`$x$` and\n\n```\n$$y$$\n```\n');
+    expect(html).not.toContain('<math');
+    expect(html).toContain('<code>$x$</code>');
+    expect(html).toContain('$$y$$');
+  });
+
+  it('does not take prices for maths', () => {
+    const html = markdownHtml('It costs $5 and $10, or $ 3 $.');
+    expect(html).not.toContain('<math');
+  });
+
+  it('shows TeX it cannot read as written, escaped', () => {
+    const html = markdownHtml('$\\frac{<b>$');
+    expect(html).not.toContain('<math');
+    expect(html).not.toContain('<b>');
+    expect(html).toContain('<code class="math-error">$\\frac{&#60;b&#62;$</code>');
+  });
+
+  it('loads nothing and runs nothing: \\href and \\url are shown as text', () => {
+    const html = markdownHtml('$\\href{javascript:alert(1)}{x}$ $\\url{https://example.com}$ $\\includegraphics{a.png}$');
+    expect(html).not.toMatch(/href=|src=|javascript:/);
+  });
+});
+
+describe('maths next to code', () => {
+  it('keeps a code span after a price as code', () => {
+    const html = markdownHtml('A price of $5 and $10, and `$x^2$` in code.');
+    expect(html).not.toContain('<math');
+    expect(html).toContain('<code>$x^2$</code>');
   });
 });

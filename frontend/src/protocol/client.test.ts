@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ChatClient, FRAME_TOO_LARGE, type SocketLike, type TicketResult } from './client';
-import { BOT_MSG, CONV, exchange, message, snapshot, USER_MSG } from './testing';
+import { BOT_MSG, CONV, exchange, log, message, node, snapshot, treeSnapshot, USER_MSG } from './testing';
+import { visiblePath } from './tree';
 import type { ClientFrame, ServerFrame } from './types';
 
 /** A socket the test plays the server for. */
@@ -75,7 +76,7 @@ async function connect(node = 'n1'): Promise<FakeSocket> {
   return socket;
 }
 
-const reply = () => client.getState().conversations[CONV]?.messages.find((m) => m.id === BOT_MSG);
+const reply = () => client.getState().conversations[CONV]?.tree.find((m) => m.id === BOT_MSG);
 
 describe('ChatClient', () => {
   it('subscribes an open conversation, fills it from the snapshot and follows its events', async () => {
@@ -439,5 +440,160 @@ describe('ChatClient with WebSocket tickets', () => {
     await vi.advanceTimersByTimeAsync(0);
     sockets[0]!.drop(1008);
     expect(dropToken).toHaveBeenCalledExactlyOnceWith('tok');
+  });
+});
+
+describe('ChatClient: versions and branches (1.2)', () => {
+  const U1 = '00000000-0000-4000-8000-0000000000c1';
+  const A1 = '00000000-0000-4000-8000-0000000000c2';
+  const A2 = '00000000-0000-4000-8000-0000000000c3';
+  const U1B = '00000000-0000-4000-8000-0000000000c4';
+  const A3 = '00000000-0000-4000-8000-0000000000c5';
+
+  /** A followed conversation holding one exchange: U1 → A1 (`status`). */
+  async function opened(status: 'complete' | 'cancelled' = 'complete') {
+    client.follow(CONV);
+    client.start();
+    const socket = await connect();
+    const sub = socket.ofType('subscribe')[0]!;
+    socket.receive(
+      { type: 'subscribed', id: sub.id, conversation_id: CONV, epoch: 'e1', seq: 4, recovered: false },
+      treeSnapshot(4, [node(U1, 'user', null, 1, 'hello'), node(A1, 'assistant', U1, 2, 'first', status)], []),
+    );
+    return socket;
+  }
+  const state = () => client.getState();
+  const shown = () => visiblePath(state().conversations[CONV]!.tree, state().choices[CONV]).map((s) => s.message.id);
+
+  it('asks for a regenerated reply, resends it unchanged after a reconnect, and shows the new version', async () => {
+    let socket = await opened();
+    const requestId = client.regenerate(CONV, A1, 'demo');
+    const [first] = socket.ofType('regenerate');
+    expect(first).toEqual({ type: 'regenerate', id: requestId, message_id: A1, client_msg_id: expect.any(String), model: 'demo' });
+    expect(first!.client_msg_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(state().versions).toMatchObject([{ requestId, conversationId: CONV, kind: 'regenerate', messageId: A1 }]);
+
+    // The ack was lost with the connection: the same frame again, so the server appends nothing twice.
+    socket.drop();
+    socket = await connect();
+    expect(socket.ofType('regenerate')).toEqual([first]);
+    const sub = socket.ofType('subscribe')[0]!;
+    expect(sub.since).toEqual({ epoch: 'e1', seq: 4 });
+    socket.receive(
+      { type: 'subscribed', id: sub.id, conversation_id: CONV, epoch: 'e1', seq: 5, recovered: true },
+      ...log([{ kind: 'message', message: node(A2, 'assistant', U1, 3, '', 'streaming') }], 5),
+      { type: 'ack', id: requestId, conversation_id: CONV, user_message_id: U1, assistant_message_id: A2 },
+    );
+    expect(state().versions).toEqual([]);
+    expect(shown()).toEqual([U1, A2]);
+    socket.drop();
+    socket = await connect();
+    expect(socket.ofType('regenerate')).toEqual([]);
+  });
+
+  it('keeps a version asked for until its reply arrives, whichever comes first', async () => {
+    const socket = await opened();
+    const requestId = client.regenerate(CONV, A1);
+    socket.receive({ type: 'ack', id: requestId, conversation_id: CONV, user_message_id: U1, assistant_message_id: A2 });
+    expect(state().versions).toMatchObject([{ requestId, assistantMessageId: A2 }]);
+    socket.receive(...log([{ kind: 'message', message: node(A2, 'assistant', U1, 3, '', 'streaming') }], 5));
+    expect(state().versions).toEqual([]);
+  });
+
+  it('sends an edit with its text and shows the edited question with its reply', async () => {
+    const socket = await opened();
+    const requestId = client.edit(CONV, U1, 'hello again');
+    expect(socket.ofType('edit')).toEqual([
+      { type: 'edit', id: requestId, message_id: U1, content: 'hello again', client_msg_id: expect.any(String) },
+    ]);
+    expect(state().versions).toMatchObject([{ kind: 'edit', messageId: U1, content: 'hello again' }]);
+    socket.receive(
+      { type: 'ack', id: requestId, conversation_id: CONV, user_message_id: U1B, assistant_message_id: A3 },
+      ...log(
+        [
+          { kind: 'message', message: node(U1B, 'user', null, 3, 'hello again') },
+          { kind: 'message', message: node(A3, 'assistant', U1B, 4, '', 'streaming') },
+        ],
+        5,
+      ),
+    );
+    expect(state().versions).toEqual([]);
+    expect(shown()).toEqual([U1B, A3]);
+
+    // The reader goes back to the first version, and forward again.
+    client.showVersion(CONV, U1);
+    expect(shown()).toEqual([U1, A1]);
+    client.showVersion(CONV, U1B);
+    expect(shown()).toEqual([U1B, A3]);
+  });
+
+  it('continues a stopped reply with its own frame', async () => {
+    const socket = await opened('cancelled');
+    const requestId = client.continueReply(CONV, A1);
+    expect(socket.ofType('continue')).toEqual([
+      { type: 'continue', id: requestId, message_id: A1, client_msg_id: expect.any(String) },
+    ]);
+  });
+
+  it('says why a version was refused, and forgets it', async () => {
+    const socket = await opened();
+    const requestId = client.regenerate(CONV, A1);
+    socket.receive({ type: 'error', id: requestId, code: 'conflict', message: 'a reply is still streaming' });
+    expect(state().versions).toEqual([]);
+    expect(state().notices).toMatchObject([{ code: 'conflict' }]);
+    expect(state().notices[0]).not.toHaveProperty('refusedContent');
+    socket.drop();
+    expect(((await connect()) as FakeSocket).ofType('regenerate')).toEqual([]);
+  });
+
+  it('does not send an edit over the frame limit', async () => {
+    const socket = await opened();
+    client.edit(CONV, U1, '流'.repeat(25_000));
+    expect(socket.ofType('edit')).toEqual([]);
+    expect(state().versions).toEqual([]);
+    expect(state().notices).toMatchObject([{ code: 'too_large' }]);
+  });
+
+  it('sends a new question from another branch with parent_id', async () => {
+    const socket = await opened();
+    client.send(CONV, 'from here', undefined, A1);
+    client.send(CONV, 'from the newest');
+    client.send(null, 'a new chat', undefined, A1);
+    const sends = socket.ofType('send');
+    expect(sends[0]).toMatchObject({ conversation_id: CONV, content: 'from here', parent_id: A1 });
+    expect(sends[1]).not.toHaveProperty('parent_id');
+    expect(sends[2]).not.toHaveProperty('parent_id');
+  });
+
+  it('keeps the reader’s choice across a reconnect answered with a snapshot of a new epoch', async () => {
+    let socket = await opened();
+    socket.receive(...log([{ kind: 'message', message: node(A2, 'assistant', U1, 3, 'second') }], 5));
+    client.showVersion(CONV, A1);
+    expect(shown()).toEqual([U1, A1]);
+    socket.drop(1012);
+    socket = await connect();
+    const sub = socket.ofType('subscribe')[0]!;
+    expect(sub.since).toEqual({ epoch: 'e1', seq: 5 });
+    socket.receive(
+      { type: 'subscribed', id: sub.id, conversation_id: CONV, epoch: 'e2', seq: 5, recovered: false },
+      treeSnapshot(
+        5,
+        [node(U1, 'user', null, 1, 'hello'), node(A2, 'assistant', U1, 3, 'second')],
+        [node(A1, 'assistant', U1, 2, 'first')],
+        'e2',
+      ),
+    );
+    expect(state().conversations[CONV]).toMatchObject({ epoch: 'e2', seq: 5 });
+    expect(shown()).toEqual([U1, A1]);
+  });
+
+  it('reveals a message on another branch', async () => {
+    const socket = await opened();
+    socket.receive(...log([{ kind: 'message', message: node(A2, 'assistant', U1, 3, '', 'streaming') }], 5));
+    expect(shown()).toEqual([U1, A2]);
+    client.revealMessage(CONV, A1);
+    expect(shown()).toEqual([U1, A1]);
+    client.revealMessage(CONV, 'unknown');
+    expect(shown()).toEqual([U1, A1]);
   });
 });

@@ -14,6 +14,7 @@ import {
   sinceOf,
   type ConversationState,
 } from './reducer';
+import { choose, reveal, type Choices } from './tree';
 import {
   CLOSE_BAD_TOKEN,
   CLOSE_TOO_BIG,
@@ -41,6 +42,19 @@ export interface PendingSend {
   userMessageId: string | null;
 }
 
+/** A new version asked for (1.2): a reply regenerated or continued, a question edited. */
+export interface PendingVersion {
+  requestId: string;
+  conversationId: string;
+  kind: 'regenerate' | 'edit' | 'continue';
+  /** The message the request is about: the reply regenerated or continued, the question edited. */
+  messageId: string;
+  /** An edit's new text, shown until its message arrives. */
+  content?: string;
+  /** Known once acknowledged; the entry leaves when this message appears. */
+  assistantMessageId: string | null;
+}
+
 /**
  * The code of the notice for a send that was not sent because its frame is
  * over the size limit: found before sending, or refused by the server (close
@@ -62,6 +76,10 @@ export interface ClientState {
   userId: string | null;
   conversations: Readonly<Record<string, ConversationState>>;
   pending: readonly PendingSend[];
+  /** New versions asked for and not shown yet. */
+  versions: readonly PendingVersion[];
+  /** Conversation → the versions the reader picked (‹ 2/3 ›); see `tree.ts`. */
+  choices: Readonly<Record<string, Choices>>;
   /** Assistant messages with a cancel on its way. */
   cancelling: readonly string[];
   /** Send request id → the conversation that send created. */
@@ -120,6 +138,11 @@ export interface ClientOptions {
 
 type SendFrame = Extract<ClientFrame, { type: 'send' }>;
 type CancelFrame = Extract<ClientFrame, { type: 'cancel' }>;
+type VersionFrame = Extract<ClientFrame, { type: 'regenerate' | 'edit' | 'continue' }>;
+/** Frames replayed after a reconnect until answered; the server deduplicates them by `client_msg_id`. */
+type OutboxFrame = SendFrame | CancelFrame | VersionFrame;
+/** Frames that carry a text of the user's, which may be too large. */
+type TextFrame = Extract<OutboxFrame, { content: string }>;
 
 const OPEN = 1;
 /** Close code for a link that went silent; browsers allow 4000–4999 from clients. */
@@ -134,6 +157,8 @@ const initialState = (): ClientState => ({
   userId: null,
   conversations: {},
   pending: [],
+  versions: [],
+  choices: {},
   cancelling: [],
   created: {},
   notices: [],
@@ -163,7 +188,7 @@ export class ChatClient {
   /** Subscribe request id → conversation, to route its `error`. */
   private readonly subscribeRequests = new Map<string, string>();
   /** Sends and cancels not answered yet, replayed in order after a reconnect. */
-  private readonly outbox = new Map<string, SendFrame | CancelFrame>();
+  private readonly outbox = new Map<string, OutboxFrame>();
   /** Conversation → subscribes refused in a row as unavailable, for the backoff. */
   private readonly refusals = new Map<string, number>();
   /** Conversation → its pending subscribe retry. */
@@ -238,11 +263,16 @@ export class ChatClient {
     this.dropConversation(conversationId);
   }
 
-  /** Send a message; `conversationId` null starts a new conversation. Returns the request id. */
-  send(conversationId: string | null, content: string, model?: string): string {
+  /**
+   * Send a message; `conversationId` null starts a new conversation.
+   * `parentId`: the message it follows, when that is not the conversation's
+   * newest (the reader is on another branch). Returns the request id.
+   */
+  send(conversationId: string | null, content: string, model?: string, parentId?: string): string {
     const frame: SendFrame = { type: 'send', id: uuid(), content, client_msg_id: uuid() };
     if (conversationId) frame.conversation_id = conversationId;
     if (model) frame.model = model;
+    if (conversationId && parentId) frame.parent_id = parentId;
     // The server would close the socket (1009) and the resend after the
     // reconnect would meet the same fate: refuse it here, text handed back.
     if (frameBytes(frame) > this.maxFrameBytes) {
@@ -256,6 +286,59 @@ export class ChatClient {
         { requestId: frame.id, conversationId, content, userMessageId: null },
       ],
     });
+    this.transmit(frame);
+    return frame.id;
+  }
+
+  /** A new reply beside `messageId` (a reply), or to it (a question). Returns the request id. */
+  regenerate(conversationId: string, messageId: string, model?: string): string {
+    return this.askVersion(conversationId, { type: 'regenerate', id: uuid(), message_id: messageId, client_msg_id: uuid() }, model);
+  }
+
+  /** A new version of the question `messageId`, and its reply. Returns the request id. */
+  edit(conversationId: string, messageId: string, content: string, model?: string): string {
+    return this.askVersion(conversationId, { type: 'edit', id: uuid(), message_id: messageId, content, client_msg_id: uuid() }, model);
+  }
+
+  /** The reply `messageId`, which ended early, continued as a new version. Returns the request id. */
+  continueReply(conversationId: string, messageId: string, model?: string): string {
+    return this.askVersion(conversationId, { type: 'continue', id: uuid(), message_id: messageId, client_msg_id: uuid() }, model);
+  }
+
+  /** Show the version `messageId` at its level (‹ 2/3 ›). */
+  showVersion(conversationId: string, messageId: string): void {
+    const tree = this.conversation(conversationId)?.tree ?? [];
+    this.setChoices(conversationId, choose(tree, this.state.choices[conversationId] ?? {}, messageId));
+  }
+
+  /** Show the branch that holds `messageId` (a search result on another branch). */
+  revealMessage(conversationId: string, messageId: string): void {
+    const tree = this.conversation(conversationId)?.tree ?? [];
+    if (!tree.some((m) => m.id === messageId)) return;
+    this.setChoices(conversationId, reveal(tree, this.state.choices[conversationId] ?? {}, messageId));
+  }
+
+  private setChoices(conversationId: string, choices: Choices): void {
+    if (this.state.choices[conversationId] === choices) return;
+    this.update({ choices: { ...this.state.choices, [conversationId]: choices } });
+  }
+
+  private askVersion(conversationId: string, frame: VersionFrame, model?: string): string {
+    if (model) frame.model = model;
+    if (frame.type === 'edit' && frameBytes(frame) > this.maxFrameBytes) {
+      this.refuseTooLarge(frame);
+      return frame.id;
+    }
+    this.outbox.set(frame.id, frame);
+    const version: PendingVersion = {
+      requestId: frame.id,
+      conversationId,
+      kind: frame.type,
+      messageId: frame.message_id,
+      assistantMessageId: null,
+    };
+    if (frame.type === 'edit') version.content = frame.content;
+    this.update({ versions: [...this.state.versions, version] });
     this.transmit(frame);
     return frame.id;
   }
@@ -339,9 +422,9 @@ export class ChatClient {
    * its text goes back to the user, and nothing that large is sent again.
    */
   private frameRefused(): void {
-    let largest: { frame: SendFrame; bytes: number } | null = null;
+    let largest: { frame: TextFrame; bytes: number } | null = null;
     for (const frame of this.outbox.values()) {
-      if (frame.type !== 'send') continue;
+      if (frame.type !== 'send' && frame.type !== 'edit') continue;
       const bytes = frameBytes(frame);
       if (!largest || bytes > largest.bytes) largest = { frame, bytes };
     }
@@ -351,10 +434,16 @@ export class ChatClient {
     this.refuseTooLarge(largest.frame);
   }
 
-  private refuseTooLarge(frame: SendFrame): void {
+  private refuseTooLarge(frame: TextFrame): void {
+    // An edit's text stays in its own box; a send's comes back to the composer.
+    const notice: Notice =
+      frame.type === 'send'
+        ? { id: uuid(), code: FRAME_TOO_LARGE, message: '', refusedContent: frame.content }
+        : { id: uuid(), code: 'too_large', message: '' };
     this.update({
       pending: this.state.pending.filter((p) => p.requestId !== frame.id),
-      notices: [...this.state.notices, { id: uuid(), code: FRAME_TOO_LARGE, message: '', refusedContent: frame.content }],
+      versions: this.state.versions.filter((v) => v.requestId !== frame.id),
+      notices: [...this.state.notices, notice],
     });
   }
 
@@ -485,6 +574,14 @@ export class ChatClient {
       this.update({ cancelling: this.state.cancelling.filter((m) => m !== sent.message_id) });
       return;
     }
+    if (sent.type !== 'send') {
+      this.update({
+        versions: this.state.versions.map((v) =>
+          v.requestId === sent.id ? { ...v, assistantMessageId: frame.assistant_message_id ?? null } : v,
+        ),
+      });
+      return this.prunePending();
+    }
     const conversationId = frame.conversation_id ?? sent.conversation_id ?? null;
     this.update({
       pending: this.state.pending.map((p) =>
@@ -515,6 +612,8 @@ export class ChatClient {
       if (sent.type === 'send') {
         notice.refusedContent = sent.content;
         this.update({ pending: this.state.pending.filter((p) => p.requestId !== sent.id) });
+      } else if (sent.type !== 'cancel') {
+        this.update({ versions: this.state.versions.filter((v) => v.requestId !== sent.id) });
       } else {
         this.update({ cancelling: this.state.cancelling.filter((m) => m !== sent.message_id) });
       }
@@ -578,20 +677,26 @@ export class ChatClient {
 
   private dropConversation(id: string): void {
     const { [id]: _dropped, ...rest } = this.state.conversations;
+    const { [id]: _choices, ...choices } = this.state.choices;
     this.update({
       conversations: rest,
+      choices,
       pending: this.state.pending.filter((p) => p.conversationId !== id),
+      versions: this.state.versions.filter((v) => v.conversationId !== id),
       removed: [...this.state.removed, id],
     });
   }
 
-  /** Pending sends leave once their user message is part of the conversation. */
+  /** Pending sends and versions leave once their message is part of the conversation. */
   private prunePending(): void {
-    const shown = (p: PendingSend) =>
-      p.userMessageId !== null &&
-      p.conversationId !== null &&
-      (this.conversation(p.conversationId)?.messages.some((m) => m.id === p.userMessageId) ?? false);
+    const has = (conversationId: string | null, messageId: string | null) =>
+      messageId !== null &&
+      conversationId !== null &&
+      (this.conversation(conversationId)?.tree.some((m) => m.id === messageId) ?? false);
+    const shown = (p: PendingSend) => has(p.conversationId, p.userMessageId);
     if (this.state.pending.some(shown)) this.update({ pending: this.state.pending.filter((p) => !shown(p)) });
+    const arrived = (v: PendingVersion) => has(v.conversationId, v.assistantMessageId);
+    if (this.state.versions.some(arrived)) this.update({ versions: this.state.versions.filter((v) => !arrived(v)) });
   }
 
   private update(patch: Partial<ClientState>): void {

@@ -15,7 +15,7 @@ function run(frames: EventFrame[], start?: ConversationState) {
   return { state, resubscribes };
 }
 
-const reply = (state: ConversationState | undefined) => state?.messages.find((m) => m.id === BOT_MSG);
+const reply = (state: ConversationState | undefined) => state?.tree.find((m) => m.id === BOT_MSG);
 
 describe('applying events by seq', () => {
   it('folds a whole exchange in order, starting at seq 1 without a subscription', () => {
@@ -23,7 +23,7 @@ describe('applying events by seq', () => {
     expect(resubscribes).toEqual([]);
     expect(state?.epoch).toBe('e1');
     expect(state?.seq).toBe(6);
-    expect(state?.messages.map((m) => m.role)).toEqual(['user', 'assistant']);
+    expect(state?.tree.map((m) => m.role)).toEqual(['user', 'assistant']);
     expect(reply(state)).toMatchObject({ content: 'Hello there', status: 'complete' });
   });
 
@@ -33,7 +33,7 @@ describe('applying events by seq', () => {
     const { state, resubscribes } = run(replayed);
     expect(resubscribes).toEqual([]);
     expect(reply(state)?.content).toBe('abc');
-    expect(state?.messages).toHaveLength(2);
+    expect(state?.tree).toHaveLength(2);
   });
 
   it('keeps the text of a cancelled or failed reply', () => {

@@ -28,3 +28,28 @@ export function exchange(words: string[], epoch = 'e1', conversation_id = CONV):
 export function snapshot(seq: number, messages: Message[], epoch = 'e1'): SnapshotFrame {
   return { type: 'snapshot', conversation_id: CONV, epoch, seq, messages };
 }
+
+/** A message of a tree (1.2): `parent` null for a first message; `at` orders `created_at`. */
+export function node(
+  id: string,
+  role: Message['role'],
+  parent: string | null,
+  at: number,
+  content = '',
+  status: Message['status'] = 'complete',
+): Message {
+  const m = message(id, role, content, status);
+  m.created_at = new Date(Date.UTC(2025, 0, 1) + at * 1000).toISOString();
+  if (parent !== null) m.parent_id = parent;
+  return m;
+}
+
+/** Folds events into frames from seq `from`, in one epoch. */
+export function log(events: ChatEvent[], from = 1, epoch = 'e1'): EventFrame[] {
+  return events.map((ev, i) => event(from + i, ev, epoch));
+}
+
+/** The snapshot a 1.2 node sends: `path` (the active path) and `branches`. */
+export function treeSnapshot(seq: number, path: Message[], branches: Message[], epoch = 'e1'): SnapshotFrame {
+  return { ...snapshot(seq, path, epoch), branches };
+}

@@ -1,4 +1,5 @@
-// The wire contract, version 1 (see docs/protocol.md). Only this module and
+// The wire contract, version 1 with its extension 1.2 (versions and
+// branches; see docs/protocol.md). Only this module and
 // its siblings in `protocol/` may know these shapes; the UI sees `Message`
 // and the client's state.
 
@@ -8,6 +9,12 @@ export type MessageStatus = 'streaming' | 'complete' | 'cancelled' | 'failed';
 export interface Message {
   id: string;
   conversation_id: string;
+  /**
+   * 1.2: the message this one follows (a reply's question, a question's
+   * previous reply); absent or null for a first message and its edits.
+   * Messages with the same parent are versions of one another.
+   */
+  parent_id?: string | null;
   role: Role;
   content: string;
   status: MessageStatus;
@@ -49,7 +56,15 @@ export type ClientFrame =
       content: string;
       client_msg_id: string;
       model?: string;
+      /** 1.2: the message the new one follows; absent, the conversation's newest. */
+      parent_id?: string;
     }
+  /** 1.2: a new reply beside an assistant message (or to a user message). */
+  | { type: 'regenerate'; id: string; message_id: string; client_msg_id: string; model?: string }
+  /** 1.2: a new version of a user message (same parent), and its reply. */
+  | { type: 'edit'; id: string; message_id: string; content: string; client_msg_id: string; model?: string }
+  /** 1.2: a reply that ended early (cancelled, failed) continued, as a new version beside it. */
+  | { type: 'continue'; id: string; message_id: string; client_msg_id: string; model?: string }
   | { type: 'cancel'; id: string; message_id: string }
   | { type: 'ping'; id?: string };
 
@@ -74,7 +89,10 @@ export interface SnapshotFrame {
   conversation_id: string;
   epoch: string;
   seq: number;
+  /** The active path, first message first (all a v1 client knows). */
   messages: Message[];
+  /** 1.2: every message not on the active path, in creation order; absent from a v1 node. */
+  branches?: Message[];
 }
 export interface EventFrame {
   type: 'event';
