@@ -3,7 +3,7 @@
 
 mod common;
 
-use chatstream::loadgen::{self, LoadArgs};
+use chatstream::loadgen::{self, LoadArgs, Workload};
 use common::TestNode;
 use common::redis_server::RedisServer;
 
@@ -96,6 +96,72 @@ async fn a_load_across_nodes_loses_nothing() {
         "the second node was used"
     );
     a.stop().await;
+}
+
+/// The stream workload across two nodes: each conversation's subscriber on
+/// one node, its reply generated on the other; every token of every reply
+/// is received once and in order, and the window's CPU is read from /proc
+/// (here, of this process, which runs both nodes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_workload_counts_every_token_across_nodes() {
+    let redis = RedisServer::start();
+    let paced = |s: &mut chatstream::config::Settings| {
+        s.redis_url = Some(redis.url());
+        s.demo_token_delay_ms = 20;
+        s.demo_reply_tokens = 60;
+    };
+    let (a, b) = (TestNode::start(paced).await, TestNode::start(paced).await);
+    let conversations = 4;
+    let args = LoadArgs {
+        workload: Workload::Stream,
+        url: vec![
+            format!("http://{}", a.node.addr),
+            format!("http://{}", b.node.addr),
+        ],
+        clients: conversations,
+        rate: 50.0,
+        warmup_tokens: 5,
+        measured_tokens: 20,
+        pid: vec![std::process::id()],
+        ..LoadArgs::new("")
+    };
+    let report = loadgen::run_stream(&args).await.expect("the load runs");
+    assert_eq!(report.error_count, 0, "{:?}", report.errors);
+    assert!(report.seq_faults.is_clean(), "{:?}", report.seq_faults);
+    assert_eq!(report.tokens_missing, 0);
+    assert_eq!(report.replies_unfinished, 0);
+    assert_eq!(report.replies_ended_in_window, 0, "{}", report.to_table());
+    assert_eq!(report.offered_tokens_per_second, 200.0);
+    assert!(report.tokens_in_window > 0 && report.deltas_in_window > 0);
+    assert!(report.tokens_in_window < 60 * conversations as u64);
+    assert!(report.window_secs >= 0.4, "{}", report.window_secs);
+    assert!(report.latency_ms.count > 0);
+    assert_eq!(report.cpu_secs.len(), 1);
+    assert!(report.cpu_us_per_token.is_some());
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The idle workload: every connection opened one at a time, welcomed,
+/// subscribed and held until the end; the node's memory read before and
+/// after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_workload_holds_every_connection() {
+    let node = TestNode::start(|_| {}).await;
+    let args = LoadArgs {
+        workload: Workload::Idle,
+        clients: 6,
+        pid: vec![std::process::id()],
+        ..LoadArgs::new(format!("http://{}", node.node.addr))
+    };
+    let report = loadgen::run_idle(&args).await.expect("the load runs");
+    assert_eq!(report.error_count, 0, "{:?}", report.errors);
+    assert_eq!(report.connections, 6);
+    assert_eq!(report.closed_early, 0);
+    assert_eq!(report.connect_to_welcome_ms.count, 6);
+    assert!(report.rss_per_connection_kib.is_some());
+    assert!(report.rss_after_kib[0] > 0);
+    node.stop().await;
 }
 
 #[tokio::test]

@@ -1,9 +1,14 @@
 //! `chatstream load`: a load generator for a running node or cluster.
 //!
-//! N clients, each a guest with its own conversation, send K messages one
-//! after another over a WebSocket, waiting for each reply to end; W watchers
-//! per conversation (more sockets of the same user) follow it, to load the
-//! fan-out. Everything a socket receives is counted and timed; the report
+//! Three workloads (`--workload`). `turns`, the default: N clients, each a
+//! guest with its own conversation, send K messages one after another over
+//! a WebSocket, waiting for each reply to end; W watchers per conversation
+//! (more sockets of the same user) follow it, to load the fan-out. `stream`
+//! (`streaming.rs`): replies at a model's pace across nodes, measured in a
+//! steady window with the servers' CPU per token. `idle` (`idle.rs`): what
+//! an idle connection costs in memory and how fast one is welcomed.
+//!
+//! For `turns`: Everything a socket receives is counted and timed; the report
 //! gives rates over the measured window (from the first `send` to the last
 //! socket done) and latency percentiles of append→screen (receive wall time
 //! minus the event's `ts`; client and server share this machine's clock) and
@@ -19,12 +24,19 @@
 //! - `sender.rs`, `watcher.rs`: the two kinds of client.
 //! - `tally.rs`, `histogram.rs`: counters and latency histograms.
 //! - `report.rs`: the figures, as a table or JSON.
+//! - `streaming.rs`, `idle.rs`: the other two workloads, each with its report.
+//! - `sequence.rs`: lost, repeated and reordered seqs, named apart.
+//! - `procstat.rs`: CPU time and resident memory of the measured processes.
 
 mod histogram;
+mod idle;
+mod procstat;
 mod report;
 mod sender;
+mod sequence;
 mod setup;
 mod socket;
+mod streaming;
 mod tally;
 mod target;
 mod watcher;
@@ -36,7 +48,10 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::watch;
 
 pub use histogram::Percentiles;
+pub use idle::IdleReport;
 pub use report::{Rates, Report, Shape};
+pub use sequence::SeqFaults;
+pub use streaming::StreamReport;
 pub use tally::EventCounts;
 pub use target::Target;
 
@@ -59,8 +74,23 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(40);
 /// Clients being set up at once.
 const SETUP_CONCURRENCY: usize = 32;
 
+/// What the load does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Clients sending messages one after another, with watchers.
+    Turns,
+    /// Replies at `--rate` tokens a second, measured in a steady window.
+    Stream,
+    /// Connections that only wait: memory and connect time.
+    Idle,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
+    /// `turns`, `stream` or `idle`.
+    #[arg(long, value_enum, default_value_t = Workload::Turns)]
+    pub workload: Workload,
+
     /// The node or proxy to load (http://ADDRESS:PORT); loopback addresses
     /// only. Several nodes, comma-separated, make the load cross them:
     /// client i sends to node i mod N (which generates its replies) and its
@@ -69,7 +99,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080", value_delimiter = ',')]
     pub url: Vec<String>,
 
-    /// Concurrent clients, each with its own guest and conversation.
+    /// Concurrent clients, each with its own guest and conversation (for
+    /// `stream`, the conversations; for `idle`, the connections).
     #[arg(long, short = 'c', default_value_t = 10)]
     pub clients: usize,
 
@@ -90,6 +121,27 @@ pub struct LoadArgs {
     #[arg(long, default_value = "How do actors work?")]
     pub content: String,
 
+    /// `stream`: the tokens a second of each reply, which the nodes' demo
+    /// model must be set to (`DEMO_TOKEN_DELAY_MS` = 1000 / rate); the
+    /// sends are staggered over one token period.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+
+    /// `stream`: tokens every subscriber receives before the measured window.
+    #[arg(long, default_value_t = 20)]
+    pub warmup_tokens: u64,
+
+    /// `stream`: the measured window lasts this many token periods (the
+    /// nodes' `DEMO_REPLY_TOKENS` must leave room for warm-up, window and
+    /// the stagger).
+    #[arg(long, default_value_t = 100)]
+    pub measured_tokens: u64,
+
+    /// Processes on this machine (nodes, `redis-server`) whose CPU time
+    /// (`stream`) and resident memory (`idle`) are measured, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
+
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -99,6 +151,11 @@ impl LoadArgs {
     /// A small run against `url`, with the flags' defaults.
     pub fn new(url: impl Into<String>) -> LoadArgs {
         LoadArgs {
+            workload: Workload::Turns,
+            rate: 20.0,
+            warmup_tokens: 20,
+            measured_tokens: 100,
+            pid: Vec::new(),
             url: vec![url.into()],
             clients: 10,
             messages: 10,
@@ -114,8 +171,15 @@ impl LoadArgs {
     }
 
     fn check(&self) -> anyhow::Result<()> {
-        if !(1..=MAX_CLIENTS).contains(&self.clients) {
-            bail!("--clients must be 1 to {MAX_CLIENTS}");
+        let most = match self.workload {
+            Workload::Idle => MAX_CONNECTIONS,
+            Workload::Turns | Workload::Stream => MAX_CLIENTS,
+        };
+        if !(1..=most).contains(&self.clients) {
+            bail!("--clients must be 1 to {most}");
+        }
+        if self.measured_tokens == 0 || self.measured_tokens > 100_000 {
+            bail!("--measured-tokens must be 1 to 100000");
         }
         if !(1..=MAX_MESSAGES).contains(&self.messages) {
             bail!("--messages must be 1 to {MAX_MESSAGES}");
@@ -138,23 +202,48 @@ impl LoadArgs {
 
 /// The `chatstream load` command: runs and prints the report.
 pub async fn main(args: LoadArgs) -> anyhow::Result<()> {
-    let report = run(&args).await?;
+    let (json, table) = match args.workload {
+        Workload::Turns => {
+            let report = run(&args).await?;
+            (report.to_json(), report.to_table())
+        }
+        Workload::Stream => {
+            let report = run_stream(&args).await?;
+            (serde_json::to_string_pretty(&report)?, report.to_table())
+        }
+        Workload::Idle => {
+            let report = run_idle(&args).await?;
+            (serde_json::to_string_pretty(&report)?, report.to_table())
+        }
+    };
     if args.json {
-        println!("{}", report.to_json());
+        println!("{json}");
     } else {
-        print!("{}", report.to_table());
+        print!("{table}");
     }
     Ok(())
+}
+
+/// Runs the `stream` workload.
+pub async fn run_stream(args: &LoadArgs) -> anyhow::Result<StreamReport> {
+    args.check()?;
+    streaming::run(args, &targets(args)?).await
+}
+
+/// Runs the `idle` workload.
+pub async fn run_idle(args: &LoadArgs) -> anyhow::Result<IdleReport> {
+    args.check()?;
+    idle::run(args, &targets(args)?).await
+}
+
+fn targets(args: &LoadArgs) -> anyhow::Result<Vec<Target>> {
+    args.url.iter().map(|url| Target::parse(url)).collect()
 }
 
 /// Runs the load and reports what was received.
 pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     args.check()?;
-    let targets = args
-        .url
-        .iter()
-        .map(|url| Target::parse(url))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let targets = targets(args)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;

@@ -30,26 +30,7 @@ pub async fn prepare(
     http: &reqwest::Client,
     watchers: usize,
 ) -> anyhow::Result<Prepared> {
-    let guest: GuestToken = http
-        .post(target.http("/api/auth/guest"))
-        .send()
-        .await
-        .context("POST /api/auth/guest")?
-        .error_for_status()?
-        .json()
-        .await?;
-    // Created empty first, so that watchers can follow it before its first
-    // event; the sender's first `send` names it.
-    let conversation: ConversationDetail = http
-        .post(target.http("/api/conversations"))
-        .bearer_auth(&guest.token)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .context("POST /api/conversations")?
-        .error_for_status()?
-        .json()
-        .await?;
+    let (guest, conversation) = guest_with_conversation(target, http).await?;
     let sender = Socket::connect(&target.websocket(&guest.token)).await?;
     let mut followers = Vec::with_capacity(watchers);
     for _ in 0..watchers {
@@ -64,8 +45,39 @@ pub async fn prepare(
     })
 }
 
+/// A new guest on `target` with an empty conversation of its own.
+pub async fn guest_with_conversation(
+    target: &Target,
+    http: &reqwest::Client,
+) -> anyhow::Result<(GuestToken, ConversationDetail)> {
+    let guest: GuestToken = http
+        .post(target.http("/api/auth/guest"))
+        .send()
+        .await
+        .context("POST /api/auth/guest")?
+        .error_for_status()?
+        .json()
+        .await?;
+    // Created empty first, so that subscribers can follow it before its
+    // first event; the first `send` names it.
+    let conversation: ConversationDetail = http
+        .post(target.http("/api/conversations"))
+        .bearer_auth(&guest.token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .context("POST /api/conversations")?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok((guest, conversation))
+}
+
 /// Subscribes from seq 0 of the conversation's epoch and waits for the answer.
-async fn subscribe(socket: &mut Socket, conversation: &ConversationDetail) -> anyhow::Result<()> {
+pub async fn subscribe(
+    socket: &mut Socket,
+    conversation: &ConversationDetail,
+) -> anyhow::Result<()> {
     let id = socket
         .request(&ClientRequest::Subscribe {
             conversation_id: conversation.id,

@@ -35,7 +35,7 @@ pub struct Socket {
 }
 
 /// Unix time in milliseconds, as `ts` carries it.
-fn now_millis() -> f64 {
+pub fn now_millis() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_micros() as f64 / 1000.0)
