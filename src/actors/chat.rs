@@ -288,18 +288,8 @@ impl Chat {
             Role::User => message.id,
             Role::Assistant => message.parent_id.ok_or_else(no_question)?,
         };
-        self.start_turn(TurnRequest {
-            user,
-            conversation_id: Some(info.conversation_id),
-            content: String::new(),
-            model: self.model(request.model.as_deref(), message.model.as_deref())?,
-            client_msg_id: request.client_msg_id,
-            branch: Branch::Reply {
-                to,
-                prefix: String::new(),
-            },
-        })
-        .await
+        self.new_reply(user, request, info, &message, to, String::new())
+            .await
     }
 
     /// A new version of a user message beside the old one, and its reply.
@@ -340,16 +330,30 @@ impl Chat {
                 "only a reply that was stopped or failed can be continued",
             ));
         }
+        let to = message.parent_id.ok_or_else(no_question)?;
+        let prefix = message.content.clone();
+        self.new_reply(user, request, info, &message, to, prefix)
+            .await
+    }
+
+    /// Starts a reply alone, to the user message `to`, beside `message` (the
+    /// reply being redone) and starting with `prefix`.
+    async fn new_reply(
+        &self,
+        user: UserId,
+        request: RegenerateRequest,
+        info: MessageInfo,
+        message: &Message,
+        to: Uuid,
+        prefix: String,
+    ) -> Result<Turn, ApiError> {
         self.start_turn(TurnRequest {
             user,
             conversation_id: Some(info.conversation_id),
             content: String::new(),
             model: self.model(request.model.as_deref(), message.model.as_deref())?,
             client_msg_id: request.client_msg_id,
-            branch: Branch::Reply {
-                to: message.parent_id.ok_or_else(no_question)?,
-                prefix: message.content,
-            },
+            branch: Branch::Reply { to, prefix },
         })
         .await
     }
