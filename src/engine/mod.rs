@@ -164,15 +164,6 @@ impl TurnRequest {
             Branch::Reply { to, prefix } => format!("reply {to}\n{prefix}"),
         }
     }
-
-    /// The id of the user message the reply answers, when it exists before
-    /// the turn (a `Branch::Reply`).
-    pub fn answered(&self) -> Option<Uuid> {
-        match &self.branch {
-            Branch::Reply { to, .. } => Some(*to),
-            _ => None,
-        }
-    }
 }
 
 /// The outcome of a turn.
